@@ -1,0 +1,86 @@
+"""AutoregressiveLM: the left-to-right baseline on the same backbone, tokenizer and data module.
+
+It is both the comparison for DiffusionLM and the reference model that scores samples
+(generative perplexity). The pad token doubles as the start token: a sentence is
+`[PAD] w1 … wn` → `w1 … wn [PAD]`, and generation stops at the first pad.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cdlm.generation import Generation
+from cdlm.lm import LanguageModel
+from cdlm.model import CausalLM
+
+
+class AutoregressiveLM(LanguageModel):
+    """A causal transformer LM.
+
+    Args:
+        tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
+        seq_len: sequence length (must equal the data module's).
+        width, depth, heads, dropout: the transformer (same backbone as DiffusionLM's).
+        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
+        sample_temperature: softmax temperature of ancestral sampling.
+        val_samples: samples generated and logged at each validation (0 disables).
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str | None = None,
+        seq_len: int = 40,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dropout: float = 0.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.05,
+        sample_temperature: float = 1.0,
+        val_samples: int = 64,
+    ):
+        super().__init__(tokenizer_json)
+        self.save_hyperparameters()
+        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout)
+
+    def shifted(self, ids: torch.Tensor) -> torch.Tensor:
+        start = torch.full_like(ids[:, :1], self.pad_id)
+        return torch.cat([start, ids[:, :-1]], dim=1)
+
+    def token_nll(self, ids: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood [B, L] in nats of each token given the ones before it."""
+        logits = self.net(self.shifted(ids))
+        return F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+
+    def _loss(self, batch, stage: str):
+        ids, _ = batch
+        loss = self.token_nll(ids).mean()
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
+        return loss
+
+    @torch.no_grad()
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,
+                   prefix: torch.Tensor | None = None, batch_size: int = 256, **unused):
+        """Ancestral sampling of [N, seq_len] ids; stops early once every row has emitted a pad."""
+        temperature = temperature or self.hparams.sample_temperature
+        g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        was_training = self.training
+        self.eval()
+        out = []
+        for start in range(0, num_samples, batch_size):
+            n = min(batch_size, num_samples - start)
+            ids = torch.full((n, self.hparams.seq_len), self.pad_id, dtype=torch.long, device=self.device)
+            done = torch.zeros(n, dtype=torch.bool, device=self.device)
+            for pos in range(self.hparams.seq_len):
+                logits = self.net(self.shifted(ids)[:, : pos + 1])[:, -1] / temperature
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
+                ids[:, pos] = torch.where(done, self.pad_id, nxt)
+                done |= nxt == self.pad_id
+                if done.all():
+                    break
+            out.append(ids)
+        self.train(was_training)
+        return Generation(torch.cat(out), nfe=self.hparams.seq_len)

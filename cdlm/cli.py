@@ -1,0 +1,168 @@
+"""The `cdlm` command: LightningCLI's fit/validate/test/predict, plus `sample` and `eval`.
+
+Every failure the user can cause ends in one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import solvers
+
+EXTRA_COMMANDS = ("sample", "eval")
+
+
+class CDLMCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # one source of truth for values the model and data must share
+        parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
+        parser.link_arguments("data.seq_len", "model.init_args.seq_len")
+        parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=lambda dm: dm.tokenizer_json(), apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # The checkpoint's tokenizer is a link target (rebuilt identically by the data module);
+        # Lightning would feed it back as a config value, which jsonargparse refuses.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if not ckpt_path:
+            return
+        from cdlm.evaluate import load_checkpoint  # validates the file with a one-line error
+
+        load_checkpoint(ckpt_path)
+
+
+def run_lightning(args: list[str]) -> None:
+    from cdlm.data import TextDataModule
+    from cdlm.lm import LanguageModel
+
+    CDLMCLI(
+        LanguageModel,
+        TextDataModule,
+        subclass_mode_model=True,
+        parser_kwargs={"default_env": False},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"log_every_n_steps": 10},
+        args=args,
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise SystemExit(f"{self.prog}: error: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `cdlm fit`")
+    p.add_argument("--method", default=None, help="solver (default: the model's); see solvers.available()")
+    p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
+    p.add_argument("--num_samples", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None, help="score temperature (default: the model's)")
+    p.add_argument("--clamp_below_t", type=float, default=None, help="snap x0 to embeddings below this t")
+    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check(args) -> None:
+    if args.method is not None and args.method not in solvers.available():
+        raise ValueError(f"unknown method {args.method!r}; available: {', '.join(solvers.available())}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+    if args.num_samples < 1:
+        raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
+
+
+def _sample(model, args):
+    options = {k: getattr(args, k) for k in ("temperature", "clamp_below_t") if getattr(args, k) is not None}
+    L.seed_everything(args.seed, verbose=False)
+    start = time.perf_counter()
+    gen = model.sample_ids(
+        args.num_samples, method=args.method, steps=args.steps, seed=args.seed, batch_size=args.batch_size, **options
+    )
+    return gen, time.perf_counter() - start
+
+
+def cmd_sample(argv: list[str]) -> None:
+    p = _Parser(prog="cdlm sample", description="Generate text from a checkpoint.")
+    _common(p)
+    p.add_argument("--output", default=None, help="write JSON lines (text, tokens) to this file")
+    args = p.parse_args(argv)
+    _check(args)
+    from cdlm.evaluate import load_checkpoint
+
+    model, _ = load_checkpoint(args.ckpt_path, args.device)
+    gen, _ = _sample(model, args)
+    texts = model.decode(gen.ids)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for text, ids in zip(texts, gen.ids.tolist()):
+                f.write(json.dumps({"text": text, "tokens": [model.tokenizer.id_to_token(i) for i in ids]}) + "\n")
+    for text in texts:
+        print(text)
+
+
+def cmd_eval(argv: list[str]) -> None:
+    p = _Parser(prog="cdlm eval", description="Sample from a checkpoint and print quality metrics as JSON.")
+    _common(p)
+    p.set_defaults(num_samples=256)
+    p.add_argument("--format", choices=("json", "md"), default="json")
+    args = p.parse_args(argv)
+    _check(args)
+    from cdlm.data import EMBEDDED, TextDataModule
+    from cdlm.evaluate import load_checkpoint, sample_metrics
+
+    model, data_hparams = load_checkpoint(args.ckpt_path, args.device)
+    gen, seconds = _sample(model, args)
+    texts = model.decode(gen.ids)
+    train_texts = None
+    if data_hparams:
+        try:
+            train_texts = TextDataModule(**data_hparams).texts()[0]
+        except (ValueError, OSError):  # the training data may live elsewhere: report without `novel`
+            train_texts = None
+    result = {
+        "method": args.method or model.hparams.sample_method,
+        "steps": args.steps or model.hparams.sample_steps,
+        "nfe": gen.nfe,
+        **sample_metrics(texts, train_texts, embedded=data_hparams.get("dataset", EMBEDDED) == EMBEDDED),
+        "sample_seconds": round(seconds, 3),
+    }
+    if args.format == "json":
+        print(json.dumps(result))
+    else:
+        print("| metric | value |\n| --- | --- |")
+        for k, v in result.items():
+            print(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+
+
+def _root_message(err: BaseException) -> str:
+    """The first line of the innermost cause: jsonargparse wraps errors raised while linking."""
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
+        err = err.__cause__ or err.__context__
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "sample":
+            cmd_sample(argv[1:])
+        elif argv and argv[0] == "eval":
+            cmd_eval(argv[1:])
+        else:
+            run_lightning(argv)
+    except (ValueError, OSError, solvers.NonFiniteError) as err:
+        sys.exit(f"cdlm: error: {_root_message(err)}")
+    except KeyboardInterrupt:
+        sys.exit("cdlm: interrupted")
+
+
+if __name__ == "__main__":
+    main()

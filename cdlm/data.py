@@ -1,0 +1,227 @@
+"""The data module: text from the embedded corpus, local files or the HF hub, tokenized into
+fixed-length id tensors (sentence per example with padding, or packed running text)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from cdlm import corpus
+from cdlm.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
+
+EMBEDDED = "embedded"
+_FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def load_texts(dataset: str, text_column: str = "text", split: str = "train", whole_file: bool = False) -> list[str]:
+    """Texts of one split of a local file (txt: one line each, or the whole file as one text;
+    json/jsonl/csv: `text_column`) or a hub dataset. Raises ValueError with one readable line."""
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    path = Path(dataset)
+    if path.suffix.lower() in _FILE_BUILDERS or path.exists():
+        if not path.is_file():
+            raise ValueError(f"dataset file {dataset!r} does not exist")
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"dataset file {dataset!r} has unknown type; valid: {', '.join(_FILE_BUILDERS)}")
+        if builder == "text":  # read directly: exact text, no cache copy
+            raw = path.read_text(encoding="utf-8")
+            if whole_file:
+                return _checked([raw] if raw.strip() else [], dataset)
+            texts = [line.strip() for line in raw.splitlines()]
+            return _checked([t for t in texts if t], dataset)
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as err:
+            raise ValueError(f"could not read {dataset!r} as {builder}: {str(err).splitlines()[0]}") from None
+        return _column(ds, text_column, dataset)
+    try:
+        ds = datasets.load_dataset(dataset, split=split)
+    except Exception as err:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+        why = "the hub is offline" if offline else str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"dataset {dataset!r} is neither a local file nor a loadable hub dataset ({why})") from None
+    return _column(ds, text_column, dataset)
+
+
+def _column(ds, text_column: str, name: str) -> list[str]:
+    if text_column not in ds.column_names:
+        raise ValueError(f"dataset {name!r} has no column {text_column!r}; columns: {', '.join(ds.column_names)}")
+    return _checked([str(t).strip() for t in ds[text_column] if t is not None and str(t).strip()], name)
+
+
+def _checked(texts: list[str], name: str) -> list[str]:
+    if not texts:
+        raise ValueError(f"dataset {name!r} holds no text")
+    return texts
+
+
+class WindowDataset(Dataset):
+    """Fixed-length windows of one long token stream; training draws a random offset each time."""
+
+    def __init__(self, tokens: torch.Tensor, seq_len: int, random_offset: bool):
+        if len(tokens) <= seq_len:
+            raise ValueError(f"text has {len(tokens)} tokens, fewer than seq_len={seq_len} + 1")
+        self.tokens, self.seq_len, self.random_offset = tokens, seq_len, random_offset
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.seq_len
+
+    def __getitem__(self, i: int):
+        start = (
+            int(torch.randint(0, len(self.tokens) - self.seq_len + 1, ()))
+            if self.random_offset
+            else i * self.seq_len
+        )
+        ids = self.tokens[start : start + self.seq_len]
+        return ids, torch.ones_like(ids, dtype=torch.bool)
+
+
+class TextDataModule(L.LightningDataModule):
+    """Text → token ids.
+
+    Args:
+        dataset: "embedded" (the built-in restaurant corpus), a local .txt/.json/.jsonl/.csv
+            file, or a hub dataset name (needs the network).
+        val_dataset: an optional separate validation file or hub name; otherwise the last
+            `val_fraction` of the training texts is held out.
+        text_column: column holding the text in json/csv/hub data.
+        tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path.
+        vocab_size: BPE vocabulary size.
+        seq_len: tokens per example.
+        packing: False: one sentence (line) per example, padded with [PAD], so the model learns
+            lengths; True: running text cut into fixed windows.
+        num_examples: size of the embedded corpus (training part).
+        corpus_seed: seed of the embedded corpus.
+    """
+
+    def __init__(
+        self,
+        dataset: str = EMBEDDED,
+        val_dataset: str | None = None,
+        text_column: str = "text",
+        tokenizer: str = "word",
+        vocab_size: int = 8000,
+        seq_len: int = 40,
+        packing: bool = False,
+        batch_size: int = 64,
+        val_fraction: float = 0.05,
+        num_examples: int = 50000,
+        corpus_seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+        if tokenizer not in KINDS and not Path(tokenizer).is_file():
+            raise ValueError(f"tokenizer {tokenizer!r} is neither one of {', '.join(KINDS)} nor a tokenizer.json file")
+        self.save_hyperparameters()
+        self._texts: tuple[list[str], list[str]] | None = None
+        self._tokenizer = None
+        self.train_set = self.val_set = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.hparams.dataset == EMBEDDED
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        """(train, validation) texts, loaded once."""
+        if self._texts is None:
+            h = self.hparams
+            if self.is_embedded:
+                n_val = max(1, int(h.num_examples * h.val_fraction))
+                train = corpus.corpus_texts(h.num_examples, seed=h.corpus_seed)
+                val = corpus.corpus_texts(n_val, seed=h.corpus_seed + 1)
+            else:
+                train = load_texts(h.dataset, h.text_column, whole_file=h.packing)
+                if h.val_dataset is not None:
+                    val = load_texts(h.val_dataset, h.text_column, split="validation", whole_file=h.packing)
+                else:
+                    cut = int(len(train) * (1 - h.val_fraction))
+                    if len(train) == 1:  # one running text: the first part trains, the rest validates
+                        text = train[0]
+                        at = int(len(text) * (1 - h.val_fraction))
+                        train, val = [text[:at]], [text[at:]]
+                    elif cut < 1 or cut >= len(train):
+                        raise ValueError(f"dataset {h.dataset!r} has {len(train)} texts, too few to hold out a validation split")
+                    else:
+                        train, val = train[:cut], train[cut:]
+            self._texts = (train, val)
+        return self._texts
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            h = self.hparams
+            if h.tokenizer in KINDS:
+                self._tokenizer = train_tokenizer(self.texts()[0], kind=h.tokenizer, vocab_size=h.vocab_size)
+            else:
+                self._tokenizer = load_tokenizer(h.tokenizer)
+        return self._tokenizer
+
+    def tokenizer_json(self) -> str:
+        """The tokenizer as a JSON string, the form in which it travels inside checkpoints."""
+        return self.tokenizer.to_str()
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """Use a given tokenizer (for instance the one inside a checkpoint) instead of training one."""
+        self._tokenizer = tokenizer
+        self.train_set = self.val_set = None
+
+    def _encode_sentences(self, texts: list[str]) -> TensorDataset:
+        pad = self.tokenizer.token_to_id(PAD)
+        L_ = self.hparams.seq_len
+        ids = torch.full((len(texts), L_), pad, dtype=torch.long)
+        for row, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            seq = enc.ids[:L_]  # longer sentences are truncated: choose seq_len from the data
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return TensorDataset(ids, ids != pad)
+
+    def _encode_stream(self, texts: list[str], train: bool) -> WindowDataset:
+        joined = "\n".join(texts)
+        tokens = torch.tensor(encode(self.tokenizer, joined), dtype=torch.long)
+        return WindowDataset(tokens, self.hparams.seq_len, random_offset=train)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, val = self.texts()
+        if self.hparams.packing:
+            self.train_set, self.val_set = self._encode_stream(train, True), self._encode_stream(val, False)
+        else:
+            self.train_set, self.val_set = self._encode_sentences(train), self._encode_sentences(val)
+
+    def _loader(self, ds, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=not self.hparams.packing)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,178 @@
+"""DiffusionLM: the Lightning module that trains the score network on embedded text under a VP SDE,
+keeps EMA weights, and generates text from checkpoints with nothing else on disk."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+import solvers
+from cdlm.generation import ROUNDINGS, generate_ids
+from cdlm.lm import LanguageModel
+from cdlm.model import ScoreNetwork
+
+SCHEDULES = ("log_linear", "linear", "cosine")
+TIME_SAMPLINGS = ("stratified", "uniform")
+
+
+def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
+    """The training SDE. `log_linear` spends time uniformly over the informative log-SNR window."""
+    if schedule == "log_linear":
+        return solvers.LogLinearVPSDE(log_snr_min=log_snr_min, log_snr_max=log_snr_max)
+    if schedule == "linear":
+        return solvers.VPSDE()
+    if schedule == "cosine":
+        return solvers.VPCosineSDE()
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+class DiffusionLM(LanguageModel):
+    """A continuous embedding-space diffusion language model.
+
+    Args:
+        tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
+        seq_len: sequence length (must equal the data module's).
+        embed_dim: token embedding dimension d.
+        width, depth, heads, dropout: the transformer score network.
+        normalize_embeddings: keep every embedding at norm sqrt(d).
+        interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
+        self_condition: probability of self-conditioning a training batch (0 disables it).
+        mse_weight: weight of the x0 regression term beside the cross-entropy.
+        schedule: noise schedule, "log_linear" (log-SNR linear in t between
+            log_snr_max and log_snr_min), "linear" (Song et al.'s VP) or "cosine".
+        time_sampling: "stratified" (one t per batch stratum) or "uniform".
+        lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
+            and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
+        ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
+        sample_method, sample_steps, temperature, clamp_below_t, rounding: the default sampler
+            used by `generate`, validation samples and `cdlm sample`/`eval`.
+        val_samples: samples generated and logged at each validation (0 disables).
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str | None = None,
+        seq_len: int = 40,
+        embed_dim: int = 16,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dropout: float = 0.0,
+        normalize_embeddings: bool = True,
+        interpolate: bool = True,
+        self_condition: float = 0.5,
+        mse_weight: float = 0.0,
+        schedule: str = "log_linear",
+        log_snr_min: float = -6.0,
+        log_snr_max: float = 2.0,
+        time_sampling: str = "stratified",
+        lr: float = 2e-3,
+        embedding_lr: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.05,
+        ema_decay: float = 0.999,
+        sample_method: str = "ddim",
+        sample_steps: int = 50,
+        temperature: float = 0.5,
+        clamp_below_t: float = 0.0,
+        rounding: str = "logits",
+        val_samples: int = 64,
+    ):
+        super().__init__(tokenizer_json)
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
+        if sample_method not in solvers.available():
+            raise ValueError(f"unknown sample_method {sample_method!r}; available: {', '.join(solvers.available())}")
+        if not 0.0 <= self_condition <= 1.0:
+            raise ValueError(f"self_condition is a probability in [0, 1], got {self_condition}")
+        self.save_hyperparameters()
+        self.sde = make_sde(schedule, log_snr_min, log_snr_max)
+        self.net = ScoreNetwork(
+            vocab_size=self.tokenizer.get_vocab_size(),
+            embed_dim=embed_dim,
+            width=width,
+            depth=depth,
+            heads=heads,
+            max_len=seq_len,
+            dropout=dropout,
+            normalize_embeddings=normalize_embeddings,
+            interpolate=interpolate,
+            self_condition=self_condition > 0,
+        )
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+
+    # ---------------------------------------------------------------- training
+    def sample_times(self, batch: int) -> torch.Tensor:
+        u = torch.rand(batch, device=self.device, dtype=torch.float64)
+        if self.hparams.time_sampling == "stratified":
+            # one draw per stratum: same marginal, lower-variance batch loss
+            u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
+            u = u[torch.randperm(batch, device=self.device)]
+        return u
+
+    def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool):
+        """Cross-entropy of the tokens (and optional x0 regression) from x_t at times t [B]."""
+        x0 = net.embedding(ids)
+        x_t = self.sde.perturb(x0, t)
+        log_snr = self.sde.log_snr(t).to(x_t.dtype)
+        x0_prev = None
+        if self_condition:
+            with torch.no_grad():
+                x0_prev = net(x_t, log_snr)[1].detach()
+        logits, x0_hat = net(x_t, log_snr, x0_prev)
+        ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none").mean(1)  # [B]
+        mse = ((x0_hat - x0) ** 2).mean((1, 2))
+        return ce, mse
+
+    def _loss(self, batch, stage: str):
+        ids, _mask = batch
+        t = self.sample_times(ids.shape[0])
+        use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
+        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc)
+        loss = ce.mean() + self.hparams.mse_weight * mse.mean()
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
+        self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train")
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        n = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
+
+    def param_groups(self) -> list[dict]:
+        h = self.hparams
+        rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
+        emb = {"params": [self.net.embedding.weight], "lr": h.embedding_lr or h.lr, "weight_decay": 0.0}
+        return [{"params": rest}, emb]
+
+    # ---------------------------------------------------------------- sampling
+    def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
+                   seed: int | None = None, use_ema: bool = True, **options):
+        """Token ids [N, L] and the NFE, with the trained defaults unless overridden."""
+        h = self.hparams
+        for key in ("temperature", "clamp_below_t", "rounding"):
+            options.setdefault(key, h[key])
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        was_training = self.training
+        self.eval()
+        try:
+            return generate_ids(
+                self.ema if use_ema else self.net,
+                self.sde,
+                num_samples,
+                h.seq_len,
+                method=method or h.sample_method,
+                steps=steps if steps is not None else h.sample_steps,
+                generator=generator,
+                **options,
+            )
+        finally:
+            self.train(was_training)

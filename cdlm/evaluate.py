@@ -1,0 +1,55 @@
+"""Sample quality metrics and checkpoint loading for `cdlm sample` / `cdlm eval`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from cdlm import corpus
+
+
+def load_checkpoint(path: str, device: str | torch.device = "cpu"):
+    """(model, data module hyperparameters) from a cdlm checkpoint; ValueError on anything else."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"checkpoint {path!r} is not a readable torch checkpoint ({type(err).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ValueError(f"checkpoint {path!r} is not a cdlm checkpoint (no state_dict/hyper_parameters)")
+    hparams = dict(ckpt["hyper_parameters"])
+    hparams.pop("_instantiator", None)
+    class_path = hparams.pop("_class_path", "cdlm.DiffusionLM")
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    model = cls(**hparams)
+    model.load_state_dict(ckpt["state_dict"])
+    data_hparams = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
+    return model.to(device).eval(), data_hparams
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams over all n-grams of the samples (words split on whitespace)."""
+    grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def sample_metrics(texts: Sequence[str], train_texts: Sequence[str] | None, embedded: bool) -> dict:
+    """Fractions of samples valid (embedded corpus), distinct, and absent from the training set."""
+    n = len(texts)
+    out: dict = {"num_samples": n, "unique": len(set(texts)) / n}
+    if train_texts is not None:
+        seen = set(train_texts)
+        out["novel"] = sum(t not in seen for t in texts) / n
+    if embedded:
+        out["validity"] = corpus.validity(texts)
+    for k in (1, 2, 3):
+        out[f"distinct_{k}"] = distinct_n(texts, k)
+    lengths = [len(t.split()) for t in texts]
+    out["mean_words"] = sum(lengths) / n
+    return out

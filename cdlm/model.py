@@ -1,0 +1,163 @@
+"""The networks: a transformer backbone shared by the diffusion score network (bidirectional,
+time-conditioned) and the autoregressive baseline (causal), plus the learned token embedding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
+    """[B] scalars → [B, dim] sin/cos features over geometric frequencies."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    args = x.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; with a conditioning vector its norms are modulated (adaLN)."""
+
+    def __init__(self, width: int, heads: int, dropout: float, conditioned: bool):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=not conditioned)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=not conditioned)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.modulation = None
+        if conditioned:
+            # scale/shift for both norms; zero init so training starts from an unmodulated block
+            self.modulation = nn.Linear(width, 4 * width)
+            nn.init.zeros_(self.modulation.weight)
+            nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        a, b = self.norm1(h), None
+        if self.modulation is not None:
+            s1, b1, s2, b2 = self.modulation(cond)[:, None].chunk(4, dim=-1)
+            a = a * (1 + s1) + b1
+        B, L, W = h.shape
+        q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+        )
+        h = h + self.proj(att.transpose(1, 2).reshape(B, L, W))
+        b = self.norm2(h)
+        if self.modulation is not None:
+            b = b * (1 + s2) + b2
+        return h + F.dropout(self.mlp(b), self.dropout, self.training)
+
+
+class Backbone(nn.Module):
+    """Learned positions + `depth` blocks + final norm, on hidden states [B, L, width]."""
+
+    def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width={width} is not divisible by heads={heads}")
+        self.position = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        self.blocks = nn.ModuleList(Block(width, heads, dropout, conditioned) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        h = h + self.position[: h.shape[1]]
+        for block in self.blocks:
+            h = block(h, cond, causal)
+        return self.norm(h)
+
+
+class TokenEmbedding(nn.Module):
+    """E[V, d], rescaled to norm sqrt(d) per token (unit-variance coordinates) when `normalize`,
+    so the SDE's log-SNR means the same thing for every token and the embeddings cannot shrink
+    away from the noise."""
+
+    def __init__(self, vocab_size: int, dim: int, normalize: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab_size, dim))
+        self.normalize = normalize
+
+    def table(self) -> torch.Tensor:
+        if not self.normalize:
+            return self.weight
+        return F.normalize(self.weight, dim=-1) * math.sqrt(self.weight.shape[1])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.table())
+
+    def nearest(self, x: torch.Tensor) -> torch.Tensor:
+        """Ids of the nearest embeddings to vectors x [..., d]."""
+        E = self.table()
+        dist = (x * x).sum(-1, keepdim=True) - 2 * x @ E.T + (E * E).sum(-1)
+        return dist.argmin(-1)
+
+
+class ScoreNetwork(nn.Module):
+    """Noisy embeddings x_t [B, L, d] at log-SNR λ [B] (+ the previous x0 estimate for
+    self-conditioning) → token logits [B, L, V] and x0 estimate [B, L, d].
+
+    With `interpolate`, x0 = softmax(logits / τ)·E ("score interpolation", CDCD/Plaid): the
+    estimate stays in the span of the embeddings; otherwise a linear head predicts x0 directly.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        width: int,
+        depth: int,
+        heads: int,
+        max_len: int,
+        dropout: float = 0.0,
+        normalize_embeddings: bool = True,
+        interpolate: bool = True,
+        self_condition: bool = True,
+    ):
+        super().__init__()
+        self.embedding = TokenEmbedding(vocab_size, embed_dim, normalize_embeddings)
+        self.interpolate, self.self_condition = interpolate, self_condition
+        self.inp = nn.Linear(embed_dim * (2 if self_condition else 1), width)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True)
+        self.head = nn.Linear(width, vocab_size)
+        self.x0_head = None if interpolate else nn.Linear(width, embed_dim)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        log_snr: torch.Tensor,
+        x0_prev: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.self_condition:
+            x0_prev = torch.zeros_like(x_t) if x0_prev is None else x0_prev
+            x_in = torch.cat([x_t, x0_prev], dim=-1)
+        else:
+            x_in = x_t
+        # log-SNR spans roughly [-10, 10]; scale it so the sinusoids resolve it
+        cond = self.time(sinusoidal_features(log_snr * 50.0, self.inp.out_features))
+        h = self.backbone(self.inp(x_in) + cond[:, None], cond)
+        logits = self.head(h).float()
+        if self.interpolate:
+            x0 = torch.softmax(logits / temperature, dim=-1) @ self.embedding.table().float()
+        else:
+            x0 = self.x0_head(h).float()
+        return logits, x0.to(x_t.dtype)
+
+
+class CausalLM(nn.Module):
+    """The autoregressive baseline: the same backbone with a causal mask, tied embeddings."""
+
+    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, width)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.backbone(self.embedding(ids), causal=True)
+        return (h @ self.embedding.weight.T).float()

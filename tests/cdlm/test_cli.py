@@ -1,0 +1,71 @@
+"""The `cdlm` command end to end, in-process (fast) and once as a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cdlm.cli import main
+
+
+def run(capsys, *argv):
+    main(list(argv))
+    return capsys.readouterr().out
+
+
+def fails(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    assert exc.value.code not in (0, None)
+    err = str(exc.value.code) if isinstance(exc.value.code, str) else capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_sample_prints_text_and_writes_jsonl(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "s.jsonl"
+    text = run(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--num_samples", "3", "--steps", "4", "--output", str(out))
+    assert len(text.strip().splitlines()) <= 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and {"text", "tokens"} <= rows[0].keys() and len(rows[0]["tokens"]) == 40
+
+
+def test_eval_reports_validity_unique_novel_nfe(tiny_ckpt, capsys):
+    out = run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--num_samples", "8", "--steps", "3")
+    result = json.loads(out)
+    for key in ("validity", "unique", "novel", "nfe", "method", "steps", "distinct_1"):
+        assert key in result
+    assert result["nfe"] == 4 and 0.0 <= result["validity"] <= 1.0
+    md = run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--num_samples", "4", "--steps", "2", "--format", "md")
+    assert md.startswith("| metric | value |")
+
+
+def test_bad_input_is_one_line(tiny_ckpt, tmp_path, capsys):
+    assert "does not exist" in fails(capsys, "sample", "--ckpt_path", str(tmp_path / "missing.ckpt"))
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert "not a readable torch checkpoint" in fails(capsys, "eval", "--ckpt_path", str(corrupt))
+    assert "unknown method 'warp'" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--method", "warp")
+    assert "--steps must be a positive integer, got -3" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--steps", "-3")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert "holds no text" in fails(capsys, "fit", f"--data.dataset={empty}", "--trainer.max_steps=1")
+    assert "offline" in fails(capsys, "fit", "--data.dataset=someone/some-dataset", "--trainer.max_steps=1")
+    fails(capsys, "fit", "--model.no_such_key=1")
+    fails(capsys, "fit", "--trainer.max_steps=1", "--ckpt_path", str(corrupt))
+
+
+def test_resume_from_checkpoint(tiny_ckpt, tmp_path, fit):
+    # continues the 30-step run to 40 steps from its last checkpoint
+    last = fit(tmp_path, "--trainer.max_steps=40", "--ckpt_path", str(tiny_ckpt))
+    import torch
+
+    assert torch.load(last, weights_only=True)["global_step"] == 40
+
+
+def test_console_script_subprocess(tiny_ckpt):
+    proc = subprocess.run([sys.executable, "-m", "cdlm.cli", "sample", "--ckpt_path", str(tiny_ckpt), "--steps", "-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "got -1" in proc.stderr

@@ -1,0 +1,69 @@
+import lightning as L
+import pytest
+import torch
+
+from cdlm import DiffusionLM, TextDataModule
+from cdlm.evaluate import load_checkpoint
+
+
+def tiny_model(dm, **kw):
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sample_steps=4)
+    args.update(kw)
+    return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
+
+
+def test_loss_falls_on_a_tiny_run(tmp_path):
+    L.seed_everything(0)
+    dm = TextDataModule(num_examples=256, batch_size=32, seq_len=40)
+    model = tiny_model(dm, lr=3e-3)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    t = torch.linspace(0.05, 0.95, 32, dtype=torch.float64)
+
+    def loss():
+        with torch.no_grad():
+            return model.diffusion_loss(model.net, batch[0], t, self_condition=False)[0].mean().item()
+
+    before = loss()
+    trainer = L.Trainer(max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    after = loss()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_ema_warms_up_and_tracks_weights():
+    dm = TextDataModule(num_examples=64, batch_size=8)
+    model = tiny_model(dm)
+    model.trainer = None
+    assert all(torch.equal(a, b) for a, b in zip(model.ema.parameters(), model.net.parameters()))
+
+
+def test_generate_shapes_and_seed_reproducible():
+    dm = TextDataModule(num_examples=64, batch_size=8)
+    model = tiny_model(dm)
+    a = model.sample_ids(3, seed=1)
+    b = model.sample_ids(3, seed=1)
+    assert a.ids.shape == (3, 40) and torch.equal(a.ids, b.ids)
+    assert a.nfe == 4 + 1  # 4 DDIM steps + the final rounding call
+    texts = model.generate(2, method="euler_maruyama", steps=3, seed=0)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_bad_model_arguments():
+    dm = TextDataModule(num_examples=64)
+    with pytest.raises(ValueError, match="unknown sample_method 'nope'"):
+        tiny_model(dm, sample_method="nope")
+    with pytest.raises(ValueError, match="unknown schedule 'zigzag'"):
+        tiny_model(dm, schedule="zigzag")
+
+
+def test_checkpoint_round_trip(tiny_ckpt):
+    model, data_hparams = load_checkpoint(str(tiny_ckpt))
+    assert data_hparams["dataset"] == "embedded"
+    again = DiffusionLM.load_from_checkpoint(str(tiny_ckpt), map_location="cpu")
+    assert torch.equal(model.sample_ids(4, seed=3).ids, again.sample_ids(4, seed=3).ids)
+    # the EMA weights travel in the checkpoint and differ from the raw weights after training
+    state = torch.load(tiny_ckpt, weights_only=True)["state_dict"]
+    assert any(k.startswith("ema.") for k in state)
+    assert not torch.equal(state["ema.head.weight"], state["net.head.weight"])
