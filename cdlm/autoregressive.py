@@ -55,6 +55,10 @@ class AutoregressiveLM(LanguageModel):
         logits = self.net(self.shifted(ids))
         return F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
 
+    def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
+        """Exact -log p(ids) in nats per sequence [B]."""
+        return self.token_nll(ids).sum(1)
+
     def _loss(self, batch, stage: str):
         ids, _ = batch
         loss = self.token_nll(ids).mean()

@@ -65,6 +65,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=None, help="score temperature (default: the model's)")
     p.add_argument("--clamp_below_t", type=float, default=None, help="snap x0 to embeddings below this t")
+    p.add_argument("--restarts", type=int, default=None, help="restart passes after the first solve")
+    p.add_argument("--restart_log_snr", type=float, default=None, help="log-SNR the restarts re-noise to")
+    p.add_argument("--restart_steps", type=int, default=None, help="solver steps per restart pass")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -79,7 +82,8 @@ def _check(args) -> None:
 
 
 def _sample(model, args):
-    options = {k: getattr(args, k) for k in ("temperature", "clamp_below_t") if getattr(args, k) is not None}
+    overridable = ("temperature", "clamp_below_t", "restarts", "restart_log_snr", "restart_steps")
+    options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
     gen = model.sample_ids(
@@ -111,28 +115,41 @@ def cmd_eval(argv: list[str]) -> None:
     p = _Parser(prog="cdlm eval", description="Sample from a checkpoint and print quality metrics as JSON.")
     _common(p)
     p.set_defaults(num_samples=256)
+    p.add_argument("--reference_ckpt", default=None, help="autoregressive checkpoint that scores samples (gen_ppl)")
+    p.add_argument("--nll_batches", type=int, default=8, help="held-out batches for the NLL (bound); 0 skips it")
     p.add_argument("--format", choices=("json", "md"), default="json")
     args = p.parse_args(argv)
     _check(args)
-    from cdlm.data import EMBEDDED, TextDataModule
-    from cdlm.evaluate import load_checkpoint, sample_metrics
+    from cdlm.data import TextDataModule
+    from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, sample_metrics
 
     model, data_hparams = load_checkpoint(args.ckpt_path, args.device)
+    reference = load_checkpoint(args.reference_ckpt, args.device)[0] if args.reference_ckpt else None
     gen, seconds = _sample(model, args)
     texts = model.decode(gen.ids)
-    train_texts = None
+    data = None
     if data_hparams:
+        data = TextDataModule(**data_hparams)
+        data.set_tokenizer(model.tokenizer)
         try:
-            train_texts = TextDataModule(**data_hparams).texts()[0]
-        except (ValueError, OSError):  # the training data may live elsewhere: report without `novel`
-            train_texts = None
+            data.texts()
+        except (ValueError, OSError) as err:  # the training data may live elsewhere: report what we can
+            print(f"cdlm eval: no held-out metrics ({_root_message(err)})", file=sys.stderr)
+            data = None
+    h = model.hparams
     result = {
-        "method": args.method or model.hparams.sample_method,
-        "steps": args.steps or model.hparams.sample_steps,
+        "method": args.method or h.get("sample_method", "ancestral"),
+        "steps": args.steps or h.get("sample_steps", h.seq_len),
+        "restarts": h.get("restarts", 0) if args.restarts is None else args.restarts,
         "nfe": gen.nfe,
-        **sample_metrics(texts, train_texts, embedded=data_hparams.get("dataset", EMBEDDED) == EMBEDDED),
+        **sample_metrics(texts, data.texts()[0] if data else None, embedded=bool(data and data.is_embedded)),
         "sample_seconds": round(seconds, 3),
     }
+    if reference is not None:
+        result["gen_ppl"] = generative_perplexity(reference, texts, count_end=not (data and data.hparams.packing))
+    if data is not None and args.nll_batches > 0:
+        torch.manual_seed(args.seed)
+        result.update(heldout_nll(model, data.val_dataloader(), max_batches=args.nll_batches))
     if args.format == "json":
         print(json.dumps(result))
     else:

@@ -46,8 +46,9 @@ class DiffusionLM(LanguageModel):
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
-        sample_method, sample_steps, temperature, clamp_below_t, rounding: the default sampler
-            used by `generate`, validation samples and `cdlm sample`/`eval`.
+        sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
+            restart_log_snr, restart_steps: the default sampler used by `generate`, validation
+            samples and `cdlm sample`/`eval` (see `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
     """
 
@@ -79,6 +80,9 @@ class DiffusionLM(LanguageModel):
         temperature: float = 0.5,
         clamp_below_t: float = 0.0,
         rounding: str = "logits",
+        restarts: int = 0,
+        restart_log_snr: float = -1.5,
+        restart_steps: int = 10,
         val_samples: int = 64,
     ):
         super().__init__(tokenizer_json)
@@ -129,6 +133,39 @@ class DiffusionLM(LanguageModel):
         mse = ((x0_hat - x0) ** 2).mean((1, 2))
         return ce, mse
 
+    @torch.no_grad()
+    def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True) -> torch.Tensor:
+        """An upper bound on -log p(ids) in nats per sequence [B] (variational, continuous time).
+
+        -log p(w) <= E[-log p(w | z_0)] + ½ ∫ -λ'(t) e^λ(t) E||x0 - x̂0(z_t)||² dt + KL(q(z_1|w) || N(0, I)):
+        the rounding term at t = 0 read from the logits, the diffusion term by `num_times`
+        stratified times per sequence, and the prior term in closed form. Self-conditioning
+        is off: its input would make the integrand depend on another model call.
+        """
+        net = self.ema if use_ema else self.net
+        x0 = net.embedding(ids)
+        B = ids.shape[0]
+        sde = self.sde
+        zeros, ones = torch.zeros(B, dtype=torch.float64, device=ids.device), torch.ones(B, dtype=torch.float64, device=ids.device)
+        # rounding term: q(z_0 | w) is Gaussian around the embeddings
+        logits, _ = net(sde.perturb(x0, zeros), sde.log_snr(zeros).to(x0.dtype))
+        recon = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none").sum(1).double()
+        # diffusion term, Monte Carlo over stratified t
+        diff = torch.zeros(B, dtype=torch.float64, device=ids.device)
+        for k in range(num_times):
+            t = (k + torch.rand(B, dtype=torch.float64, device=ids.device)) / num_times
+            lam = sde.log_snr(t)
+            _, x0_hat = net(sde.perturb(x0, t), lam.to(x0.dtype))
+            err = ((x0_hat - x0).double() ** 2).sum((1, 2))
+            diff += 0.5 * (-sde.d_log_snr(t)) * lam.exp() * err / num_times
+        # prior term: KL(N(α₁x0, σ₁²) || N(0, 1)) per coordinate
+        a1, s1 = sde.alpha(ones)[:, None, None], sde.sigma(ones)[:, None, None]
+        prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
+        return recon + diff + prior
+
+    def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.nll_bound(ids)
+
     def _loss(self, batch, stage: str):
         ids, _mask = batch
         t = self.sample_times(ids.shape[0])
@@ -156,7 +193,7 @@ class DiffusionLM(LanguageModel):
                    seed: int | None = None, use_ema: bool = True, **options):
         """Token ids [N, L] and the NFE, with the trained defaults unless overridden."""
         h = self.hparams
-        for key in ("temperature", "clamp_below_t", "rounding"):
+        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_steps"):
             options.setdefault(key, h[key])
         generator = None
         if seed is not None:

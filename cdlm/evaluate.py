@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,45 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu"):
     model.load_state_dict(ckpt["state_dict"])
     data_hparams = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return model.to(device).eval(), data_hparams
+
+
+@torch.no_grad()
+def heldout_nll(model, loader, max_batches: int | None = None) -> dict:
+    """Negative log-likelihood of held-out data (an upper bound for diffusion models) in nats
+    and bits per token and per character. Every position counts towards the sequence's NLL
+    (padding encodes length); tokens and characters count the real text only."""
+    nats = tokens = chars = 0.0
+    for i, (ids, mask) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        nats += float(model.sequence_nll(ids).sum())
+        tokens += float(mask.sum())
+        chars += sum(len(t) for t in model.decode(ids))
+    if tokens == 0:
+        raise ValueError("no held-out data to score")
+    return {
+        "nll_nats_per_token": nats / tokens,
+        "nll_bits_per_token": nats / tokens / math.log(2),
+        "nll_bits_per_char": nats / max(chars, 1.0) / math.log(2),
+    }
+
+
+@torch.no_grad()
+def generative_perplexity(reference, texts: Sequence[str], count_end: bool = True) -> float:
+    """exp(mean NLL per token) of `texts` under an autoregressive reference model; with
+    `count_end` the end-of-text pad counts as a token (sentence data)."""
+    from cdlm.tokenizer import encode
+
+    L = reference.hparams.seq_len
+    ids = torch.full((len(texts), L), reference.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(texts), L), dtype=torch.bool)
+    for row, text in enumerate(texts):
+        seq = encode(reference.tokenizer, text)[:L]
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : min(len(seq) + int(count_end), L)] = True
+    nll = reference.token_nll(ids.to(reference.device)).cpu()
+    return math.exp(float((nll * mask).sum() / mask.sum().clamp(min=1)))
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -28,7 +28,8 @@ def training_progress(trainer) -> float:
 
 
 class LanguageModel(L.LightningModule):
-    """Base class; subclasses build `self.net`, implement `_loss(batch, stage)` and `sample_ids`."""
+    """Base class; subclasses build `self.net` and implement `_loss(batch, stage)`,
+    `sample_ids(num_samples, seed=..., ...) -> Generation` and `sequence_nll(ids) -> [B] nats`."""
 
     def __init__(self, tokenizer_json: str | None):
         super().__init__()

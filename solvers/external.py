@@ -30,18 +30,29 @@ def _clamped_time(ctx: Context):
     return lambda t: min(max(float(t), lo), hi)
 
 
-def pf_ode_field(ctx: Context):
-    """f(t, x) of the probability-flow ODE, counting evaluations for error messages."""
-    clamp = _clamped_time(ctx)
-    calls = [0]
+class PFODEField:
+    """f(t, x) of the probability-flow ODE; counts evaluations for error messages."""
 
-    def f(t, x):
-        t = clamp(t)
-        ctx.model.where = f"evaluation {calls[0]}"
-        calls[0] += 1
-        return ctx.sde.ode_velocity(x, ctx.model(x, t), t)
+    def __init__(self, ctx: Context):
+        self.ctx, self.clamp = ctx, _clamped_time(ctx)
+        self.calls = self.accepted = self.rejected = 0
 
-    return f
+    def __call__(self, t, x):
+        t = self.clamp(t)
+        self.ctx.model.where = f"evaluation {self.calls}"
+        self.calls += 1
+        return self.ctx.sde.ode_velocity(x, self.ctx.model(x, t), t)
+
+
+class StepCountingField(PFODEField):
+    """The same field, counting accepted / rejected steps through torchdiffeq's callbacks
+    (which only its adaptive Runge-Kutta solvers call)."""
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.rejected += 1
 
 
 def _check_end(ctx: Context):
@@ -68,12 +79,20 @@ def _is_fixed(name: str) -> bool:
     return issubclass(_torchdiffeq_solvers()[name], FixedGridODESolver)
 
 
+def _is_runge_kutta(name: str) -> bool:
+    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
+
+    return issubclass(_torchdiffeq_solvers()[name], RKAdaptiveStepsizeODESolver)
+
+
 def _run_torchdiffeq(name: str):
     def run(ctx: Context, x: Tensor, **opts):
         from torchdiffeq import odeint
 
         _check_end(ctx)
-        f = pf_ode_field(ctx)
+        rk = _is_runge_kutta(name)
+        f = StepCountingField(ctx) if rk else PFODEField(ctx)
+        stats = {"steps": None}
         if _is_fixed(name):
             step_size = opts.get("step_size")
             if step_size is None:  # step on the sampling grid
@@ -82,12 +101,16 @@ def _run_torchdiffeq(name: str):
                 ts, options = torch.tensor([ctx.t_start, ctx.t_end], dtype=torch.float64, device=x.device), \
                     {"step_size": float(step_size)}
             xs = odeint(f, x, ts, method=name, options=options)
-            steps = ctx.steps if step_size is None else None
+            stats["steps"] = ctx.steps if step_size is None else None
         else:
             ts = torch.tensor([ctx.t_start, ctx.t_end], dtype=torch.float64, device=x.device)
-            xs = odeint(f, x, ts, method=name, rtol=opts["rtol"], atol=opts["atol"])
-            steps = None
-        return _finish(ctx, xs[-1].to(x.dtype), {"steps": steps})
+            # Runge-Kutta solvers would step past t_end and interpolate back; step_t makes the
+            # last step land on t_end, so no stage sees the (clamped) field beyond it
+            options = {"step_t": ts[1:]} if rk else {}
+            xs = odeint(f, x, ts, method=name, rtol=opts["rtol"], atol=opts["atol"], options=options)
+            if rk:
+                stats = {"steps": f.accepted, "accepted": f.accepted, "rejected": f.rejected}
+        return _finish(ctx, xs[-1].to(x.dtype), stats)
 
     return run
 
@@ -154,7 +177,7 @@ def _run_scipy(name: str):
         from scipy.integrate import solve_ivp
 
         _check_end(ctx)
-        f = pf_ode_field(ctx)
+        f = PFODEField(ctx)
 
         def fun(t, y):  # float64 state; the denoiser still sees x's dtype
             xt = torch.from_numpy(y).to(device=x.device, dtype=x.dtype).reshape(x.shape)

@@ -68,7 +68,7 @@ def multistep_update(x: Tensor, x0s: list[Tensor], lams: list[float], lam_t: flo
     return out
 
 
-@register_stepper("euler", "ode", default_grid="quadratic")
+@register_stepper("euler", "ode", default_grid="uniform")
 class Euler(Stepper):
     """Explicit Euler in t on the PF ODE: the textbook first-order baseline."""
 
@@ -78,7 +78,7 @@ class Euler(Stepper):
         return x + (ctx.t[i + 1] - ctx.t[i]) * ctx.sde.ode_velocity(x, x0, ctx.t[i])
 
 
-@register_stepper("ddim", "ode", default_grid="log_snr")
+@register_stepper("ddim", "ode", default_grid="uniform")
 class DDIM(Stepper):
     """DDIM (eta = 0): exact in x0, i.e. Euler in (sigma/alpha, x/alpha) coordinates."""
 
@@ -164,7 +164,7 @@ def _dpm_adaptive(ctx: Context, x: Tensor, rtol: float = 1e-3, atol: float = 1e-
         t = ctx.t_end if last else sde.t_from_log_snr(2 * lam).item()
         return t, sde.alpha(t).item(), sde.sigma(t).item()
 
-    t_s, a_s, s_s = ctx.t_start, sde.alpha(ctx.t_start).item(), sde.sigma(ctx.t_start).item()
+    t_s, s_s = ctx.t_start, sde.sigma(ctx.t_start).item()
     h = (lam_end - lam_s) / ctx.steps
     accepted = rejected = 0
     bar = ctx.progress_bar(None)
@@ -185,7 +185,7 @@ def _dpm_adaptive(ctx: Context, x: Tensor, rtol: float = 1e-3, atol: float = 1e-
         err = ((x_high - x_low) / scale).flatten(1).pow(2).mean(1).sqrt().max().item()
         if err <= 1.0:
             accepted += 1
-            x, t_s, a_s, s_s = x_high, t_t, a_t, s_t
+            x, t_s, s_s = x_high, t_t, s_t
             lam_s = lam_end if last else lam_s + h
             if ctx.state_hook is not None:
                 x = ctx.state_hook(x, time_vector(x, t_s))

@@ -54,6 +54,7 @@ def sample(denoiser: Callable[[Tensor, Tensor], Tensor], sde: SDE, x_T: Tensor, 
     callback(StepInfo) runs after each step. grid: a name from solvers.GRIDS or a decreasing
     tensor of times (then `steps` = len(grid) - 1); None picks the method's default.
     Adaptive methods choose their own steps (`steps` only sets dpm_adaptive's first step).
+    Runs under torch.no_grad(); a denoiser that needs gradients (guidance) enables them itself.
     """
     spec = get_method(method)
     opts = spec.resolve(options)

@@ -54,6 +54,8 @@ class SDE:
     def _dlog_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    _kwargs: dict = {}  # constructor arguments, set by each subclass
+
     def config(self) -> dict:
         """Plain-valued constructor arguments plus `name`, for `sde_from_name(**config)`."""
         return {"name": self.name, **self._kwargs}

@@ -32,3 +32,20 @@ def tiny_ckpt(tmp_path_factory):
 def fit():
     """`fit(tmp_path, *cli_args) -> last checkpoint path` with the tiny settings."""
     return _fit
+
+
+@pytest.fixture(scope="session")
+def tiny_ar_ckpt(tmp_path_factory):
+    """A checkpoint from a 30-step `cdlm fit --model cdlm.AutoregressiveLM`."""
+    from cdlm.cli import main
+
+    tmp = tmp_path_factory.mktemp("fit_ar")
+    main([
+        "fit", "--model=cdlm.AutoregressiveLM", "--data.num_examples=400", "--data.batch_size=16",
+        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.warmup_steps=5", "--model.val_samples=4",
+        "--trainer.max_steps=30", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={tmp}/ckpt", "--trainer.callbacks.save_last=true",
+    ])
+    return tmp / "ckpt" / "last.ckpt"

@@ -24,12 +24,13 @@ def test_loss_falls_on_a_tiny_run(tmp_path):
         with torch.no_grad():
             return model.diffusion_loss(model.net, batch[0], t, self_condition=False)[0].mean().item()
 
-    before = loss()
+    before, bound_before = loss(), model.nll_bound(batch[0], num_times=4).mean().item()
     trainer = L.Trainer(max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(model, dm)
-    after = loss()
+    after, bound_after = loss(), model.nll_bound(batch[0], num_times=4, use_ema=False).mean().item()
     assert after < 0.6 * before, (before, after)
+    assert 0 < bound_after < bound_before, (bound_before, bound_after)
 
 
 def test_ema_warms_up_and_tracks_weights():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from solvers import PREDICTIONS, LogLinearVPSDE, VESDE, VPSDE, as_x0_denoiser, convert
-from solvers_analytic import make_gaussian
+from solvers.analytic import GaussianTarget
 
 SDES = [VPSDE(), VESDE(), LogLinearVPSDE()]
 
@@ -39,7 +39,7 @@ def test_definitions_and_zero_sigma_guard():
 
 def test_as_x0_denoiser():
     sde = VPSDE()
-    gauss = make_gaussian((3,))
+    gauss = GaussianTarget.random((3,))
     den = gauss.denoiser(sde)
     x_t = torch.randn(5, 3, dtype=torch.float64)
     t = torch.full((5,), 0.4, dtype=torch.float64)
