@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from .sde import SDE
+from .sde import SDE, randn
 
 Tensor = torch.Tensor
 
@@ -94,9 +94,7 @@ class Context:
 
     def randn_like(self, x: Tensor) -> Tensor:
         """Gaussian noise from the explicit generator (drawn on the generator's device)."""
-        dev = self.generator.device if self.generator is not None else x.device
-        z = torch.randn(x.shape, generator=self.generator, dtype=x.dtype, device=dev)
-        return z.to(x.device)
+        return randn(x.shape, self.generator, x.dtype, x.device)
 
     def check(self, x: Tensor, step: int, t: float) -> None:
         if not bool(torch.isfinite(x).all()):

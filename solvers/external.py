@@ -1,9 +1,10 @@
 """Adapters to external integrators: `torchdiffeq:<m>`, `torchsde:<m>`, `scipy:<m>`.
 
 They integrate the probability-flow ODE (or the reverse SDE) with the counted denoiser, so
-NFE is exact. Adaptive integrators evaluate a little past the ends of the interval, so the
-vector field clamps t into [t_end, t_start]: finite everywhere, unchanged inside.
-They step on their own, so state_hook and callback are not supported (ValueError).
+NFE is exact. Adaptive integrators may evaluate a little outside [t_end, t_start] (and
+linear VP is singular at t = 0), so the vector field clamps t into that interval: finite
+everywhere, unchanged inside. They step on their own, so state_hook and callback are not
+supported (ValueError).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class PFODEField:
 
     def __init__(self, ctx: Context):
         self.ctx, self.clamp = ctx, _clamped_time(ctx)
-        self.calls = self.accepted = self.rejected = 0
+        self.calls = 0
 
     def __call__(self, t, x):
         t = self.clamp(t)
@@ -47,6 +48,8 @@ class PFODEField:
 class StepCountingField(PFODEField):
     """The same field, counting accepted / rejected steps through torchdiffeq's callbacks
     (which only its adaptive Runge-Kutta solvers call)."""
+
+    accepted = rejected = 0
 
     def callback_accept_step(self, t0, y0, dt):
         self.accepted += 1

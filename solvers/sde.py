@@ -35,6 +35,13 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
 
 
+def randn(shape, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+          device=None) -> Tensor:
+    """torch.randn drawn on the generator's device (so a CPU generator serves a GPU state)."""
+    dev = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=dev).to(device)
+
+
 def _t64(t) -> Tensor:
     """Time as a float64 tensor (keeps a tensor's device and shape)."""
     return torch.as_tensor(t, dtype=torch.float64)
@@ -139,12 +146,12 @@ class SDE:
                 generator: torch.Generator | None = None) -> Tensor:
         """x_t = alpha(t) x0 + sigma(t) noise; t is a float or a [B] tensor."""
         if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            noise = randn(x0.shape, generator, x0.dtype, x0.device)
         return self._bcast(self.alpha(t), x0) * x0 + self._bcast(self.sigma(t), x0) * noise
 
     def prior_sample(self, shape, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-        return self.prior_std * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        return self.prior_std * randn(shape, generator, dtype, device)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """log N(x; 0, prior_std^2), summed over all non-batch dims -> [B]."""

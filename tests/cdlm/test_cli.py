@@ -69,3 +69,14 @@ def test_console_script_subprocess(tiny_ckpt):
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "got -1" in proc.stderr
+
+
+@pytest.mark.parametrize("config", ["quickstart", "quickstart_ar", "e2e", "shakespeare_char", "shakespeare_char_ar"])
+def test_configs_parse(config, capsys):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{config}.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", f"--config={path}", "--print_config"])
+    assert exc.value.code in (0, None)
+    assert "class_path: cdlm." in capsys.readouterr().out
