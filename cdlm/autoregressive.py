@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from cdlm.generation import Generation
 from cdlm.lm import LanguageModel
 from cdlm.model import CausalLM
+from cdlm.tokenizer import encode
 
 
 class AutoregressiveLM(LanguageModel):
@@ -67,9 +68,18 @@ class AutoregressiveLM(LanguageModel):
 
     @torch.no_grad()
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,
-                   prefix: torch.Tensor | None = None, batch_size: int = 256, **unused):
-        """Ancestral sampling of [N, seq_len] ids; stops early once every row has emitted a pad."""
+                   prefix: str | None = None, batch_size: int = 256, method: str | None = None,
+                   steps: int | None = None, **unsupported):
+        """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix`; stops early
+        once every row has emitted a pad. `method`/`steps` are accepted and ignored (one pass)."""
+        unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False)}
+        if unsupported:
+            raise ValueError(f"an autoregressive model cannot take {', '.join(sorted(unsupported))}; "
+                             "it writes left to right and only takes a prefix")
         temperature = temperature or self.hparams.sample_temperature
+        start_ids = encode(self.tokenizer, prefix) if prefix else []
+        if len(start_ids) >= self.hparams.seq_len:
+            raise ValueError(f"prefix {prefix!r} fills the whole sequence length {self.hparams.seq_len}")
         g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         was_training = self.training
         self.eval()
@@ -77,8 +87,9 @@ class AutoregressiveLM(LanguageModel):
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
             ids = torch.full((n, self.hparams.seq_len), self.pad_id, dtype=torch.long, device=self.device)
+            ids[:, : len(start_ids)] = torch.tensor(start_ids, dtype=torch.long, device=self.device)
             done = torch.zeros(n, dtype=torch.bool, device=self.device)
-            for pos in range(self.hparams.seq_len):
+            for pos in range(len(start_ids), self.hparams.seq_len):
                 logits = self.net(self.shifted(ids)[:, : pos + 1])[:, -1] / temperature
                 nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
                 ids[:, pos] = torch.where(done, self.pad_id, nxt)

@@ -68,6 +68,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", type=int, default=None, help="restart passes after the first solve")
     p.add_argument("--restart_log_snr", type=float, default=None, help="log-SNR the restarts re-noise to")
     p.add_argument("--restart_steps", type=int, default=None, help="solver steps per restart pass")
+    p.add_argument("--commit", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                   help="decide positions in order of confidence (true/false; default: the model's)")
+    p.add_argument("--anchor", action="append", default=[], metavar="POS=WORD",
+                   help="fix a word at a token position (from 0); repeatable")
+    p.add_argument("--template", default=None, help='e.g. "the ___ serves ___ food ." (one ___ per token)')
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--suffix", default=None, help="needs --length or --template")
+    p.add_argument("--length", type=int, default=None, help="exact number of tokens")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -82,8 +90,13 @@ def _check(args) -> None:
 
 
 def _sample(model, args):
-    overridable = ("temperature", "clamp_below_t", "restarts", "restart_log_snr", "restart_steps")
+    from cdlm.constraints import parse_anchor
+
+    overridable = ("temperature", "clamp_below_t", "restarts", "restart_log_snr", "restart_steps", "commit",
+                   "template", "prefix", "suffix", "length")
     options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
+    if args.anchor:
+        options["anchors"] = [parse_anchor(a) for a in args.anchor]
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
     gen = model.sample_ids(

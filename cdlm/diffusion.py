@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import solvers
+from cdlm.constraints import build_constraints
 from cdlm.generation import ROUNDINGS, generate_ids
 from cdlm.lm import LanguageModel
-from cdlm.model import ScoreNetwork
+from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
 
 SCHEDULES = ("log_linear", "linear", "cosine")
 TIME_SAMPLINGS = ("stratified", "uniform")
@@ -40,6 +41,9 @@ class DiffusionLM(LanguageModel):
         interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
         self_condition: probability of self-conditioning a training batch (0 disables it).
         mse_weight: weight of the x0 regression term beside the cross-entropy.
+        clean_context: probability that a training batch gives a random subset of its tokens
+            clean (a uniform-random fraction per sequence), teaching the network to generate
+            around known tokens: anchors, infilling, and confidence-ordered commitment.
         schedule: noise schedule, "log_linear" (log-SNR linear in t between
             log_snr_max and log_snr_min), "linear" (Song et al.'s VP) or "cosine".
         time_sampling: "stratified" (one t per batch stratum) or "uniform".
@@ -47,7 +51,7 @@ class DiffusionLM(LanguageModel):
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
-            restart_log_snr, restart_steps: the default sampler used by `generate`, validation
+            restart_log_snr, restart_steps, commit: the default sampler used by `generate`, validation
             samples and `cdlm sample`/`eval` (see `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
     """
@@ -65,6 +69,7 @@ class DiffusionLM(LanguageModel):
         interpolate: bool = True,
         self_condition: float = 0.5,
         mse_weight: float = 0.0,
+        clean_context: float = 0.0,
         schedule: str = "log_linear",
         log_snr_min: float = -6.0,
         log_snr_max: float = 2.0,
@@ -83,6 +88,7 @@ class DiffusionLM(LanguageModel):
         restarts: int = 0,
         restart_log_snr: float = -1.5,
         restart_steps: int = 10,
+        commit: bool = False,
         val_samples: int = 64,
     ):
         super().__init__(tokenizer_json)
@@ -119,19 +125,37 @@ class DiffusionLM(LanguageModel):
             u = u[torch.randperm(batch, device=self.device)]
         return u
 
-    def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool):
-        """Cross-entropy of the tokens (and optional x0 regression) from x_t at times t [B]."""
+    def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
+                       known: torch.Tensor | None = None):
+        """Cross-entropy of the tokens (and x0 regression) from x_t at times t [B], per sequence.
+
+        `known` [B, L] marks positions given clean (at CLEAN_LOG_SNR); they carry no loss.
+        """
         x0 = net.embedding(ids)
         x_t = self.sde.perturb(x0, t)
         log_snr = self.sde.log_snr(t).to(x_t.dtype)
+        weight = torch.ones_like(ids, dtype=x_t.dtype)
+        if known is not None:
+            x_t = torch.where(known[..., None], x0, x_t)
+            log_snr = torch.where(known, torch.full_like(weight, CLEAN_LOG_SNR), log_snr[:, None])
+            weight = (~known).to(x_t.dtype)
         x0_prev = None
         if self_condition:
             with torch.no_grad():
                 x0_prev = net(x_t, log_snr)[1].detach()
         logits, x0_hat = net(x_t, log_snr, x0_prev)
-        ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none").mean(1)  # [B]
-        mse = ((x0_hat - x0) ** 2).mean((1, 2))
+        norm = weight.sum(1).clamp(min=1)
+        ce = (F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * weight).sum(1) / norm  # [B]
+        mse = (((x0_hat - x0) ** 2).mean(-1) * weight).sum(1) / norm
         return ce, mse
+
+    def sample_known(self, shape: torch.Size) -> torch.Tensor | None:
+        """With probability `clean_context`, a random subset of positions to give clean:
+        each sequence reveals a uniform-random fraction of its tokens."""
+        if torch.rand(()) >= self.hparams.clean_context:
+            return None
+        rate = torch.rand(shape[0], 1, device=self.device)
+        return torch.rand(shape, device=self.device) < rate
 
     @torch.no_grad()
     def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True) -> torch.Tensor:
@@ -170,7 +194,8 @@ class DiffusionLM(LanguageModel):
         ids, _mask = batch
         t = self.sample_times(ids.shape[0])
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
-        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc)
+        known = self.sample_known(ids.shape) if stage == "train" else None
+        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known)
         loss = ce.mean() + self.hparams.mse_weight * mse.mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train")
@@ -190,11 +215,22 @@ class DiffusionLM(LanguageModel):
 
     # ---------------------------------------------------------------- sampling
     def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
-                   seed: int | None = None, use_ema: bool = True, **options):
-        """Token ids [N, L] and the NFE, with the trained defaults unless overridden."""
+                   seed: int | None = None, use_ema: bool = True, anchors=None, prefix: str | None = None,
+                   suffix: str | None = None, template: str | None = None, length: int | None = None, **options):
+        """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
+
+        Control (see `cdlm.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
+        `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
+        the ends, `length` the number of tokens. They hold at every solver step, for every method.
+        """
         h = self.hparams
-        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_steps"):
+        if any(c is not None for c in (anchors, prefix, suffix, template, length)):
+            c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
+            options.setdefault("known_ids", c.known_ids)
+            options.setdefault("logit_bias", c.logit_bias)
+        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_steps", "commit"):
             options.setdefault(key, h[key])
+        options.setdefault("clean_known", h.clean_context > 0)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 import solvers
-from cdlm.model import ScoreNetwork
+from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
 
 ROUNDINGS = ("logits", "nearest")
 
@@ -24,13 +24,32 @@ class Generation:
 
 
 class Denoiser:
-    """`denoiser(x_t, t) -> x0_hat` over a ScoreNetwork, remembering its last estimate and logits."""
+    """`denoiser(x_t, t) -> x0_hat` over a ScoreNetwork, remembering its last estimate and logits.
 
-    def __init__(self, net: ScoreNetwork, sde, temperature: float = 1.0, self_condition: bool = True):
+    Known tokens (`known_ids` [B, L], -1 where free) are imposed at every call: their x0 is
+    their embedding and their logits allow only them. The network sees them either clean at
+    CLEAN_LOG_SNR (`clean_known`, for models trained with clean context) or as a forward-noised
+    copy at the current time. With `commit`, after each call the most confident free positions
+    become known, so that a fraction 1 - t of the sequence is decided by time t: positions are
+    decided one after another, each given the ones before, instead of all independently.
+    """
+
+    def __init__(self, net: ScoreNetwork, sde, temperature: float = 1.0, self_condition: bool = True,
+                 known_ids: torch.Tensor | None = None, clean_known: bool = False, commit: bool = False,
+                 logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None):
         self.net, self.sde, self.temperature = net, sde, temperature
         self.self_condition = self_condition and net.self_condition
+        self.known_ids, self.clean_known, self.commit = known_ids, clean_known, commit
+        self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
+        self.generator = generator
+        self.noise: torch.Tensor | None = None  # fixed ε of the forward-noised known tokens
         self.x0_prev: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
+
+    def _known(self, x_t: torch.Tensor) -> torch.Tensor:
+        if self.known_ids is None:
+            self.known_ids = torch.full(x_t.shape[:2], -1, dtype=torch.long, device=x_t.device)
+        return self.known_ids
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -38,9 +57,47 @@ class Denoiser:
         prev = self.x0_prev if self.self_condition and self.x0_prev is not None else None
         if prev is not None and prev.shape != x_t.shape:  # adaptive integrators may change batch views
             prev = None
-        self.logits, x0 = self.net(x_t, log_snr, prev, temperature=self.temperature)
-        self.x0_prev = x0
+        known_ids = self._known(x_t)
+        mask = known_ids >= 0
+        x_in, lam = x_t, log_snr
+        if mask.any():
+            e_known = self.net.embedding(known_ids.clamp(min=0)).to(x_t.dtype)
+            if self.clean_known:
+                x_in = torch.where(mask[..., None], e_known, x_t)
+                lam = torch.where(mask, torch.full(mask.shape, CLEAN_LOG_SNR, dtype=x_t.dtype, device=x_t.device),
+                                  log_snr[:, None])
+            else:
+                if self.noise is None:
+                    self.noise = torch.randn(x_t.shape, generator=self.generator, device=x_t.device, dtype=x_t.dtype)
+                x_in = torch.where(mask[..., None], self.sde.perturb(e_known, t, self.noise), x_t)
+        logits, x0 = self.net(x_in, lam, prev, temperature=self.temperature)
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias
+            if self.net.interpolate:
+                x0 = (torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()).to(x0.dtype)
+        if mask.any():
+            forced = torch.full_like(logits, float("-inf")).scatter_(-1, known_ids.clamp(min=0)[..., None], 0.0)
+            logits = torch.where(mask[..., None], forced, logits)
+            x0 = torch.where(mask[..., None], e_known, x0)
+        if self.commit:
+            self._commit(logits, float(t.max()))
+        self.logits, self.x0_prev = logits, x0
         return x0
+
+    def _commit(self, logits: torch.Tensor, t: float) -> None:
+        """Make the most confident free positions known until a fraction 1 - t is known."""
+        known = self.known_ids >= 0
+        L = known.shape[1]
+        target = min(L, int(round((1.0 - t) * L)))
+        need = (target - known.sum(1)).clamp(min=0)  # [B]
+        if int(need.max()) == 0:
+            return
+        confidence, best = torch.softmax(logits.float(), -1).max(-1)
+        confidence = confidence.masked_fill(known, -1.0)
+        order = confidence.argsort(dim=1, descending=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=order.device).expand_as(order))
+        newly = (rank < need[:, None]) & ~known
+        self.known_ids = torch.where(newly, best, self.known_ids)
 
 
 def clamp_hook(net: ScoreNetwork, sde, below_t: float):
@@ -68,11 +125,20 @@ def generate_ids(
     restarts: int = 0,
     restart_log_snr: float = -1.5,
     restart_steps: int = 10,
+    commit: bool = False,
+    known_ids: torch.Tensor | None = None,
+    clean_known: bool = False,
+    logit_bias: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     **solver_options,
 ) -> Generation:
     """Sample `num_samples` id sequences of length `seq_len` from noise.
+
+    `known_ids` ([L] or [num_samples, L], -1 where free) are tokens imposed at every step
+    (anchors, templates, prefixes); `commit` decides the free positions in order of confidence
+    (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context);
+    `logit_bias` [L, V] bans tokens where it is -inf (length control).
 
     With `restarts` > 0, the rounded result is re-noised to log-SNR `restart_log_snr` and
     solved again in `restart_steps` steps, that many times (restart sampling, Xu et al. 2023):
@@ -95,7 +161,11 @@ def generate_ids(
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        denoiser = Denoiser(net, sde, temperature)
+        known = None
+        if known_ids is not None:
+            known = known_ids.to(device).expand(num_samples, seq_len)[start : start + n].clone()
+        denoiser = Denoiser(net, sde, temperature, known_ids=known, clean_known=clean_known, commit=commit,
+                            logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(restarts + 1):

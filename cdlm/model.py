@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
+
+
 def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
     """[B] scalars → [B, dim] sin/cos features over geometric frequencies."""
     half = dim // 2
@@ -37,9 +40,9 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.bias)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        a, b = self.norm1(h), None
+        a = self.norm1(h)
         if self.modulation is not None:
-            s1, b1, s2, b2 = self.modulation(cond)[:, None].chunk(4, dim=-1)
+            s1, b1, s2, b2 = self.modulation(cond).chunk(4, dim=-1)
             a = a * (1 + s1) + b1
         B, L, W = h.shape
         q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
@@ -97,8 +100,11 @@ class TokenEmbedding(nn.Module):
 
 
 class ScoreNetwork(nn.Module):
-    """Noisy embeddings x_t [B, L, d] at log-SNR λ [B] (+ the previous x0 estimate for
-    self-conditioning) → token logits [B, L, V] and x0 estimate [B, L, d].
+    """Noisy embeddings x_t [B, L, d] at log-SNR λ [B] or per token [B, L] (+ the previous x0
+    estimate for self-conditioning) → token logits [B, L, V] and x0 estimate [B, L, d].
+
+    Per-token log-SNR lets some positions be given clean (λ = `CLEAN_LOG_SNR`): known tokens
+    (anchors, committed tokens) that the rest of the sequence is generated around.
 
     With `interpolate`, x0 = softmax(logits / τ)·E ("score interpolation", CDCD/Plaid): the
     estimate stays in the span of the embeddings; otherwise a linear head predicts x0 directly.
@@ -138,9 +144,12 @@ class ScoreNetwork(nn.Module):
             x_in = torch.cat([x_t, x0_prev], dim=-1)
         else:
             x_in = x_t
+        per_sequence = log_snr.ndim == 1
         # log-SNR spans roughly [-10, 10]; scale it so the sinusoids resolve it
-        cond = self.time(sinusoidal_features(log_snr * 50.0, self.inp.out_features))
-        h = self.backbone(self.inp(x_in) + cond[:, None], cond)
+        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features))
+        # [B, 1, width] broadcasts over the sequence; [B, L, width] gives each token its own level
+        cond = cond.view(x_t.shape[0], 1 if per_sequence else x_t.shape[1], -1)
+        h = self.backbone(self.inp(x_in) + cond, cond)
         logits = self.head(h).float()
         if self.interpolate:
             x0 = torch.softmax(logits / temperature, dim=-1) @ self.embedding.table().float()
