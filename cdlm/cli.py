@@ -158,6 +158,12 @@ def cmd_eval(argv: list[str]) -> None:
         **sample_metrics(texts, data.texts()[0] if data else None, embedded=bool(data and data.is_embedded)),
         "sample_seconds": round(seconds, 3),
     }
+    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
+        from cdlm.constraints import build_constraints, parse_anchor
+
+        c = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
+                              args.prefix, args.suffix, args.template, args.length)
+        result["constraint_satisfaction"] = float(c.satisfied(gen.ids.cpu()).float().mean())
     if reference is not None:
         result["gen_ppl"] = generative_perplexity(reference, texts, count_end=not (data and data.hparams.packing))
     if data is not None and args.nll_batches > 0:

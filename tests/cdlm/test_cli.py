@@ -41,6 +41,21 @@ def test_eval_reports_validity_unique_novel_nfe(tiny_ckpt, capsys):
     assert md.startswith("| metric | value |")
 
 
+def test_sample_and_eval_with_anchors_and_length(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "a.jsonl"
+    run(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--num_samples", "3", "--steps", "4",
+        "--anchor", "2=pub", "--anchor", "5=bakers", "--output", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["tokens"][2] == "pub" and r["tokens"][5] == "bakers" for r in rows)
+    result = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--num_samples", "4", "--steps", "3",
+                            "--template", "the ___ is a ___ .", "--nll_batches", "0"))
+    assert result["constraint_satisfaction"] == 1.0 and result["mean_words"] == 6
+    assert "two anchors on position 2" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--anchor", "2=pub",
+                                                "--anchor", "2=the")
+    assert "has no blank" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--template", "the pub")
+    assert "does not fit" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--anchor", "99=pub")
+
+
 def test_bad_input_is_one_line(tiny_ckpt, tmp_path, capsys):
     assert "does not exist" in fails(capsys, "sample", "--ckpt_path", str(tmp_path / "missing.ckpt"))
     corrupt = tmp_path / "corrupt.ckpt"
