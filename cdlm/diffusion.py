@@ -14,7 +14,7 @@ from cdlm.generation import ROUNDINGS, generate_ids
 from cdlm.lm import LanguageModel
 from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
 
-SCHEDULES = ("log_linear", "linear", "cosine")
+SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
 TIME_SAMPLINGS = ("stratified", "uniform")
 
 
@@ -26,6 +26,8 @@ def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
         return solvers.VPSDE()
     if schedule == "cosine":
         return solvers.VPCosineSDE()
+    if schedule == "sqrt":
+        return solvers.VPSqrtSDE()
     raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
@@ -45,7 +47,8 @@ class DiffusionLM(LanguageModel):
             clean (a uniform-random fraction per sequence), teaching the network to generate
             around known tokens: anchors, infilling, and confidence-ordered commitment.
         schedule: noise schedule, "log_linear" (log-SNR linear in t between
-            log_snr_max and log_snr_min), "linear" (Song et al.'s VP) or "cosine".
+            log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
+            (Diffusion-LM).
         time_sampling: "stratified" (one t per batch stratum) or "uniform".
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.

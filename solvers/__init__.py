@@ -10,10 +10,10 @@ from .likelihood import log_likelihood
 from .parameterization import (PREDICTIONS, as_x0_denoiser, convert, eps_to_x0, score_to_x0, v_to_x0,
                                x0_to_eps, x0_to_score, x0_to_v)
 from .sampling import SampleResult, available, method_info, sample
-from .sde import SDE, SDES, LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPFamilySDE, VPSDE, append_dims, sde_from_name
+from .sde import SDE, SDES, LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPFamilySDE, VPSDE, VPSqrtSDE, append_dims, sde_from_name
 
 __all__ = [
-    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "SDES", "sde_from_name",
+    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "VPSqrtSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "SDES", "sde_from_name",
     "append_dims", "PREDICTIONS", "x0_to_eps", "eps_to_x0", "x0_to_score", "score_to_x0", "x0_to_v", "v_to_x0",
     "convert", "as_x0_denoiser", "GRIDS", "make_grid", "sample", "available", "method_info", "SampleResult",
     "StepInfo", "NonFiniteError", "log_likelihood",

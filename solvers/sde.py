@@ -268,6 +268,36 @@ class VPCosineSDE(VPFamilySDE):
         return (phi * 2 * (1 + self.s) / math.pi - self.s).clamp(0.0, self.t_max)
 
 
+class VPSqrtSDE(VPFamilySDE):
+    """Diffusion-LM's sqrt schedule alpha_bar = 1 - sqrt((t + s) / (1 + s)): noise rises fast
+    near t = 0 and then slowly. t is clipped to `t_max` so that alpha stays positive."""
+
+    name = "sqrt"
+
+    def __init__(self, s: float = 1e-4, t_max: float = 0.9999):
+        if not (s > 0 and 0 < t_max < 1):
+            raise ValueError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
+        self.s, self.t_max = float(s), float(t_max)
+        self._kwargs = {"s": s, "t_max": t_max}
+
+    def _r(self, t):  # r = 1 - alpha_bar = sigma^2
+        return torch.sqrt((t.clamp(0.0, self.t_max) + self.s) / (1 + self.s))
+
+    def _lam(self, t):
+        r = self._r(t)
+        return torch.log1p(-r) - torch.log(r)
+
+    def _dlam(self, t):
+        r = self._r(t)
+        dr = 1.0 / (2 * r * (1 + self.s))
+        dr = torch.where((t < 0) | (t > self.t_max), torch.zeros_like(dr), dr)
+        return -dr / (r * (1 - r))
+
+    def t_from_log_snr(self, lam) -> Tensor:
+        r = torch.sigmoid(-_t64(lam))
+        return (r ** 2 * (1 + self.s) - self.s).clamp(0.0, self.t_max)
+
+
 class LogLinearVPSDE(VPFamilySDE):
     """VP SDE with log-SNR linear in t: lambda(0) = log_snr_max, lambda(1) = log_snr_min.
 
@@ -346,11 +376,11 @@ class VESDE(SDE):
         return (-0.5 * _t64(lam) - math.log(self.sigma_min)) / self._log_ratio
 
 
-SDES: dict[str, type[SDE]] = {c.name: c for c in (VPSDE, VPCosineSDE, SubVPSDE, VESDE, LogLinearVPSDE)}
+SDES: dict[str, type[SDE]] = {c.name: c for c in (VPSDE, VPCosineSDE, VPSqrtSDE, SubVPSDE, VESDE, LogLinearVPSDE)}
 
 
 def sde_from_name(name: str, **kwargs) -> SDE:
-    """Build an SDE from its short name ('vp', 'cosine', 'subvp', 've', 'loglinear')."""
+    """Build an SDE from its short name ('vp', 'cosine', 'sqrt', 'subvp', 've', 'loglinear')."""
     if name not in SDES:
         raise ValueError(f"unknown SDE {name!r}; available: {', '.join(SDES)}")
     return SDES[name](**kwargs)

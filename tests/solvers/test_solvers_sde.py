@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPSDE, append_dims, sde_from_name
+from solvers import LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPSDE, VPSqrtSDE, append_dims, sde_from_name
 
-ALL = [VPSDE(), VPCosineSDE(), SubVPSDE(), VESDE(), LogLinearVPSDE()]
-VP_FAMILY = [VPSDE(), VPCosineSDE(), LogLinearVPSDE()]
+ALL = [VPSDE(), VPCosineSDE(), VPSqrtSDE(), SubVPSDE(), VESDE(), LogLinearVPSDE()]
+VP_FAMILY = [VPSDE(), VPCosineSDE(), VPSqrtSDE(), LogLinearVPSDE()]
 ids = lambda s: type(s).__name__  # noqa: E731
 T = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
 
@@ -125,4 +125,4 @@ def test_append_dims_and_registry():
         sde_from_name("nope")
     with pytest.raises(ValueError, match="log_snr_min"):
         LogLinearVPSDE(2.0, -6.0)
-    assert set(solvers.SDES) == {"vp", "cosine", "subvp", "ve", "loglinear"}
+    assert set(solvers.SDES) == {"vp", "cosine", "sqrt", "subvp", "ve", "loglinear"}
