@@ -38,8 +38,10 @@ def fit(config: str, name: str, minutes: float, out: Path, data_args: list[str],
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), out / name / "last.ckpt"
 
 
-def evaluate(ckpt: Path, reference: Path, extra: list[str]) -> dict:
-    args = [sys.executable, "-m", "cdlm.cli", "eval", f"--ckpt_path={ckpt}", f"--reference_ckpt={reference}", *extra]
+def evaluate(ckpt: Path, reference: Path | None, extra: list[str]) -> dict:
+    args = [sys.executable, "-m", "cdlm.cli", "eval", f"--ckpt_path={ckpt}", *extra]
+    if reference is not None:
+        args.append(f"--reference_ckpt={reference}")
     proc = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     if proc.returncode:
         raise SystemExit(f"eval of {ckpt} failed: {proc.stderr.strip().splitlines()[-1]}")
@@ -78,7 +80,8 @@ def main() -> None:
     keys = ["validity", "unique", "novel", "gen_ppl", "nll_bits_per_token", "nll_bits_per_char", "distinct_2", "nfe"]
     keys = [k for k in keys if any(k in r for r in rows.values())]
     print(f"task {a.task}, {a.minutes:g} minutes each\n")
-    print("| model | " + " | ".join(keys) + " |\n|---" * (len(keys) + 1) + "|")
+    print("| model | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
     for name, r in rows.items():
         cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
         print(f"| {name} | " + " | ".join(cells) + " |")

@@ -151,7 +151,7 @@ def cmd_eval(argv: list[str]) -> None:
             data = None
     h = model.hparams
     result = {
-        "method": args.method or h.get("sample_method", "ancestral"),
+        "method": args.method or h.get("sample_method", "autoregressive"),
         "steps": args.steps or h.get("sample_steps", h.seq_len),
         "restarts": h.get("restarts", 0) if args.restarts is None else args.restarts,
         "nfe": gen.nfe,

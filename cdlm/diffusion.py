@@ -40,6 +40,7 @@ class DiffusionLM(LanguageModel):
         embed_dim: token embedding dimension d.
         width, depth, heads, dropout: the transformer score network.
         normalize_embeddings: keep every embedding at norm sqrt(d).
+        learn_embeddings: train the embeddings jointly (False keeps the random initial ones).
         interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
         self_condition: probability of self-conditioning a training batch (0 disables it).
         mse_weight: weight of the x0 regression term beside the cross-entropy.
@@ -69,6 +70,7 @@ class DiffusionLM(LanguageModel):
         heads: int = 4,
         dropout: float = 0.0,
         normalize_embeddings: bool = True,
+        learn_embeddings: bool = True,
         interpolate: bool = True,
         self_condition: float = 0.5,
         mse_weight: float = 0.0,
@@ -117,6 +119,7 @@ class DiffusionLM(LanguageModel):
             interpolate=interpolate,
             self_condition=self_condition > 0,
         )
+        self.net.embedding.weight.requires_grad_(learn_embeddings)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
 
     # ---------------------------------------------------------------- training
@@ -214,7 +217,7 @@ class DiffusionLM(LanguageModel):
         h = self.hparams
         rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
         emb = {"params": [self.net.embedding.weight], "lr": h.embedding_lr or h.lr, "weight_decay": 0.0}
-        return [{"params": rest}, emb]
+        return [{"params": rest}, emb] if h.learn_embeddings else [{"params": rest}]
 
     # ---------------------------------------------------------------- sampling
     def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,

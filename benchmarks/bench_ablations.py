@@ -1,0 +1,72 @@
+"""Each technique switched on and off at an equal wall-clock budget on the embedded corpus.
+
+Every variant is `configs/quickstart.yaml` plus the listed `cdlm fit` arguments; two train at
+a time (one CPU thread each). Each is evaluated with `cdlm eval` (validity, NLL bound, and
+generative perplexity under an AR reference if one is given) and a Markdown table is printed.
+
+    python benchmarks/bench_ablations.py --minutes 9 --reference runs/bench_quality/embedded/ar/last.ckpt
+    python benchmarks/bench_ablations.py --only baseline,no_self_condition
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bench_quality import evaluate, fit
+
+VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.yaml
+    "baseline": [],
+    "no_self_condition": ["--model.self_condition=0"],
+    "direct_x0_head": ["--model.interpolate=false", "--model.mse_weight=1.0"],
+    "unnormalized_embeddings": ["--model.normalize_embeddings=false"],
+    "fixed_random_embeddings": ["--model.learn_embeddings=false"],
+    "schedule_linear": ["--model.schedule=linear"],
+    "schedule_cosine": ["--model.schedule=cosine"],
+    "schedule_sqrt": ["--model.schedule=sqrt"],
+    "uniform_time": ["--model.time_sampling=uniform"],
+    "ema_0.99": ["--model.ema_decay=0.99"],
+    "clean_context": ["--model.clean_context=0.5"],
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=9.0)
+    p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    p.add_argument("--out", default="runs/bench_ablations")
+    p.add_argument("--reference", default=None, help="AR checkpoint for gen_ppl")
+    p.add_argument("--num_samples", type=int, default=256)
+    p.add_argument("--parallel", type=int, default=2)
+    a = p.parse_args()
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; available: {', '.join(VARIANTS)}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpts = {}
+    for i in range(0, len(names), a.parallel):
+        batch = [(n, *fit("quickstart", n, a.minutes, out, [], VARIANTS[n], threads=1)) for n in names[i : i + a.parallel]]
+        for name, proc, ckpt in batch:
+            if proc.wait():
+                raise SystemExit(f"variant {name} failed; see {out}/{name}.log")
+            ckpts[name] = ckpt
+    rows = {}
+    for name, ckpt in ckpts.items():
+        extra = [f"--num_samples={a.num_samples}"]
+        rows[name] = evaluate(ckpt, Path(a.reference) if a.reference else None, extra)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    keys = ["validity", "unique", "nll_bits_per_token", "gen_ppl", "distinct_2", "nfe"]
+    keys = [k for k in keys if any(k in r for r in rows.values())]
+    print(f"embedded corpus, {a.minutes:g} minutes each, one CPU thread each\n")
+    print("| variant | arguments | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 2) + "|")
+    for name, r in rows.items():
+        cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        print(f"| {name} | {' '.join(VARIANTS[name]) or '(quickstart)'} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
