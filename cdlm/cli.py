@@ -19,6 +19,19 @@ import solvers
 EXTRA_COMMANDS = ("sample", "eval")
 
 
+_NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
+
+
+class OneLineParser(LightningArgumentParser):
+    """jsonargparse prints the whole usage and a nested report; users get one line naming the key."""
+
+    def error(self, message: str, *args, **kwargs):
+        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+        kept = [line for line in lines if not line.startswith(_NOISE)] or lines or ["invalid arguments"]
+        summary = kept[0] if len(kept) == 1 else f"{kept[0]} {kept[-1]}"
+        sys.exit(f"cdlm: error: {summary}")
+
+
 class CDLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # one source of truth for values the model and data must share
@@ -45,10 +58,11 @@ def run_lightning(args: list[str]) -> None:
         LanguageModel,
         TextDataModule,
         subclass_mode_model=True,
+        parser_class=OneLineParser,
         parser_kwargs={"default_env": False},
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"log_every_n_steps": 10},
-        args=args,
+        args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
     )
 
 

@@ -67,7 +67,8 @@ def test_bad_input_is_one_line(tiny_ckpt, tmp_path, capsys):
     empty.write_text("")
     assert "holds no text" in fails(capsys, "fit", f"--data.dataset={empty}", "--trainer.max_steps=1")
     assert "offline" in fails(capsys, "fit", "--data.dataset=someone/some-dataset", "--trainer.max_steps=1")
-    fails(capsys, "fit", "--model.no_such_key=1")
+    assert "'no_such_key' is not accepted" in fails(capsys, "fit", "--model.no_such_key=1")
+    assert "abc" in fails(capsys, "fit", "--trainer.max_steps=abc")
     fails(capsys, "fit", "--trainer.max_steps=1", "--ckpt_path", str(corrupt))
 
 
