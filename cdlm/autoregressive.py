@@ -63,7 +63,7 @@ class AutoregressiveLM(LanguageModel):
     def _loss(self, batch, stage: str):
         ids, _ = batch
         loss = self.token_nll(ids).mean()
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 
     @torch.no_grad()

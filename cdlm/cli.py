@@ -32,12 +32,16 @@ class OneLineParser(LightningArgumentParser):
         sys.exit(f"cdlm: error: {summary}")
 
 
+def _tokenizer_json(data) -> str:  # a named function, not a lambda: spawn strategies pickle it
+    return data.tokenizer_json()
+
+
 class CDLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # one source of truth for values the model and data must share
         parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
         parser.link_arguments("data.seq_len", "model.init_args.seq_len")
-        parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=lambda dm: dm.tokenizer_json(), apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
         # The checkpoint's tokenizer is a link target (rebuilt identically by the data module);

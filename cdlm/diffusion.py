@@ -203,8 +203,8 @@ class DiffusionLM(LanguageModel):
         known = self.sample_known(ids.shape) if stage == "train" else None
         ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known)
         loss = ce.mean() + self.hparams.mse_weight * mse.mean()
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
-        self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train")
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
+        self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

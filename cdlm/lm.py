@@ -81,9 +81,9 @@ class LanguageModel(L.LightningModule):
             return
         start = time.perf_counter()
         texts = self.generate(n, seed=0)
-        self.log("val/sample_seconds", time.perf_counter() - start)
+        self.log("val/sample_seconds", time.perf_counter() - start, sync_dist=True)
         if getattr(self.trainer.datamodule, "is_embedded", False):
-            self.log("val/validity", corpus.validity(texts), prog_bar=True)
+            self.log("val/validity", corpus.validity(texts), prog_bar=True, sync_dist=True)
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
             body = "\n\n".join(f"    {t}" for t in texts[:16])  # indented: a Markdown code block

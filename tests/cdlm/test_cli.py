@@ -96,3 +96,13 @@ def test_configs_parse(config, capsys):
         main(["fit", f"--config={path}", "--print_config"])
     assert exc.value.code in (0, None)
     assert "class_path: cdlm." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--trainer.precision=bf16-mixed"],
+                                   ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_spawn"]],
+                         ids=["bf16-mixed", "ddp_spawn-2-cpus"])
+def test_lightning_precision_and_strategy_flags(flags, tmp_path, fit):
+    last = fit(tmp_path, "--trainer.max_steps=4", *flags)
+    import torch
+
+    assert torch.load(last, weights_only=True)["global_step"] == 4
