@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_quality import evaluate, fit
+from bench_quality import evaluate, fit, markdown_table
 
 VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.yaml
     "baseline": [],
@@ -59,13 +59,8 @@ def main() -> None:
         rows[name] = evaluate(ckpt, Path(a.reference) if a.reference else None, extra)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     keys = ["validity", "unique", "nll_bits_per_token", "gen_ppl", "distinct_2", "nfe"]
-    keys = [k for k in keys if any(k in r for r in rows.values())]
     print(f"embedded corpus, {a.minutes:g} minutes each, one CPU thread each\n")
-    print("| variant | arguments | " + " | ".join(keys) + " |")
-    print("|---" * (len(keys) + 2) + "|")
-    for name, r in rows.items():
-        cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
-        print(f"| {name} | {' '.join(VARIANTS[name]) or '(quickstart)'} | " + " | ".join(cells) + " |")
+    print(markdown_table(rows, keys, "variant", {n: " ".join(VARIANTS[n]) or "(quickstart)" for n in rows}))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,17 @@ def evaluate(ckpt: Path, reference: Path | None, extra: list[str]) -> dict:
     return json.loads(proc.stdout)
 
 
+def markdown_table(rows: dict[str, dict], keys: list[str], label: str = "model", notes: dict | None = None) -> str:
+    """One row per run: the metrics in `keys` that any run reported (and an optional notes column)."""
+    keys = [k for k in keys if any(k in r for r in rows.values())]
+    head = [label, *(["arguments"] if notes else []), *keys]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, r in rows.items():
+        cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        lines.append("| " + " | ".join([name, *([notes[name]] if notes else []), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), default="embedded")
@@ -78,13 +89,8 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     keys = ["validity", "unique", "novel", "gen_ppl", "nll_bits_per_token", "nll_bits_per_char", "distinct_2", "nfe"]
-    keys = [k for k in keys if any(k in r for r in rows.values())]
     print(f"task {a.task}, {a.minutes:g} minutes each\n")
-    print("| model | " + " | ".join(keys) + " |")
-    print("|---" * (len(keys) + 1) + "|")
-    for name, r in rows.items():
-        cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(markdown_table(rows, keys))
 
 
 if __name__ == "__main__":
