@@ -174,22 +174,25 @@ class DiffusionLM(LanguageModel):
         """
         net = self.ema if use_ema else self.net
         x0 = net.embedding(ids)
-        B = ids.shape[0]
-        sde = self.sde
-        zeros, ones = torch.zeros(B, dtype=torch.float64, device=ids.device), torch.ones(B, dtype=torch.float64, device=ids.device)
-        # rounding term: q(z_0 | w) is Gaussian around the embeddings
-        logits, _ = net(sde.perturb(x0, zeros), sde.log_snr(zeros).to(x0.dtype))
+        B, sde = ids.shape[0], self.sde
+        t0 = float(sde.t_min_default)  # where the schedule's log-SNR is still finite
+
+        def times(value) -> torch.Tensor:
+            return torch.as_tensor(value, dtype=torch.float64, device=ids.device).expand(B)
+
+        # rounding term: q(z_t0 | w) is Gaussian around the embeddings
+        logits, _ = net(sde.perturb(x0, times(t0)), sde.log_snr(times(t0)).to(x0.dtype))
         recon = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none").sum(1).double()
-        # diffusion term, Monte Carlo over stratified t
+        # diffusion term over [t0, 1], Monte Carlo over stratified t
         diff = torch.zeros(B, dtype=torch.float64, device=ids.device)
         for k in range(num_times):
-            t = (k + torch.rand(B, dtype=torch.float64, device=ids.device)) / num_times
+            t = t0 + (1 - t0) * (k + torch.rand(B, dtype=torch.float64, device=ids.device)) / num_times
             lam = sde.log_snr(t)
             _, x0_hat = net(sde.perturb(x0, t), lam.to(x0.dtype))
             err = ((x0_hat - x0).double() ** 2).sum((1, 2))
-            diff += 0.5 * (-sde.d_log_snr(t)) * lam.exp() * err / num_times
+            diff += 0.5 * (1 - t0) * (-sde.d_log_snr(t)) * lam.exp() * err / num_times
         # prior term: KL(N(α₁x0, σ₁²) || N(0, 1)) per coordinate
-        a1, s1 = sde.alpha(ones)[:, None, None], sde.sigma(ones)[:, None, None]
+        a1, s1 = sde.alpha(times(1.0))[:, None, None], sde.sigma(times(1.0))[:, None, None]
         prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
         return recon + diff + prior
 

@@ -113,3 +113,12 @@ def test_commitment_schedule_decides_a_fraction_one_minus_t():
     assert (den.known_ids >= 0).all()
     assert torch.equal(den.known_ids[first >= 0], first[first >= 0])  # decisions are never revised
     assert torch.equal(den.logits.argmax(-1), den.known_ids)
+
+
+@pytest.mark.parametrize("schedule", ["log_linear", "linear", "cosine", "sqrt"])
+def test_nll_bound_is_finite_for_every_schedule(schedule):
+    dm = TextDataModule(num_examples=64, batch_size=4)
+    model = tiny_model(dm, schedule=schedule)
+    dm.setup("fit")
+    bound = model.nll_bound(next(iter(dm.train_dataloader()))[0], num_times=2)
+    assert bound.shape == (4,) and torch.isfinite(bound).all() and (bound > 0).all()
