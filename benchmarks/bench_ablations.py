@@ -26,6 +26,8 @@ VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.ya
     "schedule_cosine": ["--model.schedule=cosine"],
     "schedule_sqrt": ["--model.schedule=sqrt"],
     "uniform_time": ["--model.time_sampling=uniform"],
+    "warped_time": ["--model.time_sampling=warped"],
+    "narrow_window": ["--model.log_snr_min=-4.5", "--model.log_snr_max=0.5"],
     "ema_0.99": ["--model.ema_decay=0.99"],
     "clean_context": ["--model.clean_context=0.5"],
 }

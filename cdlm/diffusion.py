@@ -13,9 +13,10 @@ from cdlm.constraints import build_constraints
 from cdlm.generation import ROUNDINGS, generate_ids
 from cdlm.lm import LanguageModel
 from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
+from cdlm.time_warp import LossWarp
 
 SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
-TIME_SAMPLINGS = ("stratified", "uniform")
+TIME_SAMPLINGS = ("stratified", "uniform", "warped")
 
 
 def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
@@ -50,7 +51,8 @@ class DiffusionLM(LanguageModel):
         schedule: noise schedule, "log_linear" (log-SNR linear in t between
             log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
             (Diffusion-LM).
-        time_sampling: "stratified" (one t per batch stratum) or "uniform".
+        time_sampling: "stratified" (one t per batch stratum), "uniform", or "warped"
+            (stratified, then warped by the running loss curve as in CDCD; `cdlm.time_warp`).
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
@@ -121,15 +123,16 @@ class DiffusionLM(LanguageModel):
         )
         self.net.embedding.weight.requires_grad_(learn_embeddings)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.time_warp = LossWarp() if time_sampling == "warped" else None
 
     # ---------------------------------------------------------------- training
     def sample_times(self, batch: int) -> torch.Tensor:
-        u = torch.rand(batch, device=self.device, dtype=torch.float64)
-        if self.hparams.time_sampling == "stratified":
-            # one draw per stratum: same marginal, lower-variance batch loss
-            u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
-            u = u[torch.randperm(batch, device=self.device)]
-        return u
+        if self.hparams.time_sampling == "uniform":
+            return torch.rand(batch, device=self.device, dtype=torch.float64)
+        # one draw per stratum: same marginal, lower-variance batch loss
+        u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
+        u = u[torch.randperm(batch, device=self.device)]
+        return u if self.time_warp is None else self.time_warp.warp(u)
 
     def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
                        known: torch.Tensor | None = None):
@@ -205,6 +208,8 @@ class DiffusionLM(LanguageModel):
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
         known = self.sample_known(ids.shape) if stage == "train" else None
         ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known)
+        if self.time_warp is not None and stage == "train" and known is None:
+            self.time_warp.update(t, ce.detach())
         loss = ce.mean() + self.hparams.mse_weight * mse.mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
