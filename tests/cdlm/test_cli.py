@@ -87,7 +87,7 @@ def test_console_script_subprocess(tiny_ckpt):
     assert proc.stderr.strip().count("\n") == 0 and "got -1" in proc.stderr
 
 
-@pytest.mark.parametrize("config", ["quickstart", "quickstart_ar", "e2e", "shakespeare_char", "shakespeare_char_ar"])
+@pytest.mark.parametrize("config", ["quickstart", "quickstart_ar", "e2e", "e2e_ar", "shakespeare_char", "shakespeare_char_ar"])
 def test_configs_parse(config, capsys):
     from pathlib import Path
 
