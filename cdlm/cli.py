@@ -65,7 +65,7 @@ def run_lightning(args: list[str]) -> None:
         parser_class=OneLineParser,
         parser_kwargs={"default_env": False},
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"log_every_n_steps": 10},
+        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoint_io.AtomicCheckpointIO"}]},
         args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
     )
 

@@ -106,3 +106,21 @@ def test_lightning_precision_and_strategy_flags(flags, tmp_path, fit):
     import torch
 
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_checkpoints_are_written_atomically(tmp_path, fit, monkeypatch):
+    import os
+
+    renames = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        renames.append((str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    last = fit(tmp_path, "--trainer.max_steps=2")
+    assert last.is_file()
+    assert any(dst.endswith(".ckpt") and os.path.dirname(src) == os.path.dirname(dst) and src.endswith(".tmp")
+               for src, dst in renames)
+    assert not list(last.parent.glob("*.tmp"))
