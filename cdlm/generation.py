@@ -1,8 +1,10 @@
 """Generation: wrap a trained score network as a `solvers` denoiser, solve from noise, round to ids.
 
 The denoiser carries the sampling-time state the solvers need not know about:
-self-conditioning on the previous x0 estimate, score temperature, and the x0 hooks
-(clamping to the nearest embedding late in sampling).
+self-conditioning on the previous x0 estimate, score temperature, known tokens (anchors,
+templates, prefixes; see `cdlm.constraints`), confidence-ordered commitment, and the x0 hook
+that clamps to the nearest embedding late in sampling. Restart passes re-noise the rounded
+result and solve again.
 """
 
 from __future__ import annotations
