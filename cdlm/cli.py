@@ -148,15 +148,34 @@ def cmd_eval(argv: list[str]) -> None:
     p.set_defaults(num_samples=256)
     p.add_argument("--reference_ckpt", default=None, help="autoregressive checkpoint that scores samples (gen_ppl)")
     p.add_argument("--nll_batches", type=int, default=8, help="held-out batches for the NLL (bound); 0 skips it")
+    p.add_argument("--time_budget", type=float, default=60.0,
+                   help="seconds of rejection sampling for an autoregressive model given constraints beyond a prefix")
     p.add_argument("--format", choices=("json", "md"), default="json")
     args = p.parse_args(argv)
     _check(args)
+    from cdlm.constraints import build_constraints, parse_anchor
     from cdlm.data import TextDataModule
-    from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, sample_metrics
+    from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, rejection_sample, sample_metrics
+    from cdlm.generation import Generation
 
     model, data_hparams = load_checkpoint(args.ckpt_path, args.device)
     reference = load_checkpoint(args.reference_ckpt, args.device)[0] if args.reference_ckpt else None
-    gen, seconds = _sample(model, args)
+    constraints, rejection = None, {}
+    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
+        constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
+                                        args.prefix, args.suffix, args.template, args.length)
+    if constraints is not None and model.hparams.get("sample_method") is None and (
+        args.anchor or args.template or args.suffix or args.length is not None
+    ):  # a left-to-right model: the only way is to sample and reject
+        start = time.perf_counter()
+        ids, tried = rejection_sample(model, constraints, args.num_samples, args.time_budget, args.seed)
+        gen, seconds = Generation(ids, model.hparams.seq_len), time.perf_counter() - start
+        rejection = {"rejection_tried": tried, "rejection_kept": len(ids), "rejection_acceptance": len(ids) / max(tried, 1)}
+        if not len(ids):
+            print(json.dumps({"method": "autoregressive+rejection", **rejection, "sample_seconds": round(seconds, 3)}))
+            return
+    else:
+        gen, seconds = _sample(model, args)
     texts = model.decode(gen.ids)
     data = None
     if data_hparams:
@@ -175,13 +194,10 @@ def cmd_eval(argv: list[str]) -> None:
         "nfe": gen.nfe,
         **sample_metrics(texts, data.texts()[0] if data else None, embedded=bool(data and data.is_embedded)),
         "sample_seconds": round(seconds, 3),
+        **rejection,
     }
-    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
-        from cdlm.constraints import build_constraints, parse_anchor
-
-        c = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
-                              args.prefix, args.suffix, args.template, args.length)
-        result["constraint_satisfaction"] = float(c.satisfied(gen.ids.cpu()).float().mean())
+    if constraints is not None:
+        result["constraint_satisfaction"] = float(constraints.satisfied(gen.ids).float().mean())
     if reference is not None:
         result["gen_ppl"] = generative_perplexity(reference, texts, count_end=not (data and data.hparams.packing))
     if data is not None and args.nll_batches > 0:

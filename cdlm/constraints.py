@@ -18,9 +18,14 @@ class Constraints:
     logit_bias: torch.Tensor | None  # [L, V], -inf where a token is banned, or None
 
     def satisfied(self, ids: torch.Tensor) -> torch.Tensor:
-        """[N] bools: every known position of each row of `ids` [N, L] holds its token."""
+        """[N] bools: each row of `ids` [N, L] holds every known token and no banned one."""
+        ids = ids.cpu()
         mask = self.known_ids >= 0
-        return (ids[:, mask] == self.known_ids[mask]).all(1)
+        ok = (ids[:, mask] == self.known_ids[mask]).all(1)
+        if self.logit_bias is not None:
+            banned = torch.isinf(self.logit_bias.gather(1, ids.T)).T  # [N, L]
+            ok &= ~banned.any(1)
+        return ok
 
 
 def _word_ids(tokenizer, word: str, what: str) -> list[int]:

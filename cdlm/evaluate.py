@@ -73,6 +73,21 @@ def generative_perplexity(reference, texts: Sequence[str], count_end: bool = Tru
     return math.exp(float((nll * mask).sum() / mask.sum().clamp(min=1)))
 
 
+def rejection_sample(model, constraints, num_samples: int, time_budget: float, seed: int = 0, batch_size: int = 64):
+    """What a left-to-right model can do with constraints beyond a prefix: sample and keep the
+    rows that satisfy them, until `num_samples` are kept or `time_budget` seconds have passed.
+    Returns (kept ids [K, L], rows tried)."""
+    import time
+
+    start, kept, tried, k = time.perf_counter(), [], 0, 0
+    while sum(len(x) for x in kept) < num_samples and time.perf_counter() - start < time_budget:
+        ids = model.sample_ids(batch_size, seed=seed + k).ids.cpu()
+        kept.append(ids[constraints.satisfied(ids)])
+        tried, k = tried + len(ids), k + 1
+    ids = torch.cat(kept)[:num_samples] if kept else torch.empty(0, model.hparams.seq_len, dtype=torch.long)
+    return ids, tried
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct n-grams over all n-grams of the samples (words split on whitespace)."""
     grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from cdlm.cli import main
@@ -31,3 +32,17 @@ def test_eval_reports_issue4_keys(tiny_ckpt, tiny_ar_ckpt, capsys):
         assert result["nll_bits_per_token"] > 0 and result["gen_ppl"] > 1
     # bits per token and per character describe the same total
     assert diff["nll_bits_per_char"] < diff["nll_bits_per_token"]
+
+
+def test_ar_takes_a_prefix_and_rejection_samples_other_constraints(tiny_ar_ckpt, capsys):
+    model, _ = load_checkpoint(str(tiny_ar_ckpt))
+    ids = model.sample_ids(3, seed=0, prefix="the eagle").ids
+    assert (ids[:, :2] == torch.tensor([model.tokenizer.token_to_id(w) for w in ("the", "eagle")])).all()
+    with pytest.raises(ValueError, match="cannot take anchors"):
+        model.sample_ids(2, anchors={1: "pub"})
+    main(["eval", "--ckpt_path", str(tiny_ar_ckpt), "--num_samples", "4", "--anchor", "0=the", "--time_budget", "2",
+          "--nll_batches", "0"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["rejection_tried"] >= 64 and 0 <= result["rejection_acceptance"] <= 1
+    if result["rejection_kept"]:
+        assert result["constraint_satisfaction"] == 1.0

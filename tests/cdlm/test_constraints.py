@@ -21,8 +21,11 @@ def test_anchors_template_prefix_suffix_length():
     assert torch.isinf(c.logit_bias[:6, 0]).all() and not torch.isinf(c.logit_bias[6:]).any()
     c = build_constraints(TOK, 12, prefix="the eagle", suffix="bakers .", length=9)
     assert c.known_ids[:2].tolist() == ids_of("the", "eagle") and c.known_ids[7:9].tolist() == ids_of("bakers", ".")
-    ids = c.known_ids.clamp(min=0)[None]
+    ids = torch.where(c.known_ids >= 0, c.known_ids, TOK.token_to_id("pub"))[None]
     assert c.satisfied(ids).all() and not c.satisfied(torch.zeros_like(ids)).any()
+    early_end = ids.clone()
+    early_end[0, 4] = 0  # a pad before the length ends the text early: banned
+    assert not c.satisfied(early_end).any()
 
 
 def test_bad_constraints_are_named():
