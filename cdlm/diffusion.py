@@ -126,13 +126,15 @@ class DiffusionLM(LanguageModel):
         self.time_warp = LossWarp() if time_sampling == "warped" else None
 
     # ---------------------------------------------------------------- training
-    def sample_times(self, batch: int) -> torch.Tensor:
+    def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
+        """Training times [B]; `warped=False` skips the loss warp (validation compares variants
+        at the same times)."""
         if self.hparams.time_sampling == "uniform":
             return torch.rand(batch, device=self.device, dtype=torch.float64)
         # one draw per stratum: same marginal, lower-variance batch loss
         u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
         u = u[torch.randperm(batch, device=self.device)]
-        return u if self.time_warp is None else self.time_warp.warp(u)
+        return u if self.time_warp is None or not warped else self.time_warp.warp(u)
 
     def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
                        known: torch.Tensor | None = None):
@@ -204,7 +206,7 @@ class DiffusionLM(LanguageModel):
 
     def _loss(self, batch, stage: str):
         ids, _mask = batch
-        t = self.sample_times(ids.shape[0])
+        t = self.sample_times(ids.shape[0], warped=stage == "train")
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
         known = self.sample_known(ids.shape) if stage == "train" else None
         ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known)
