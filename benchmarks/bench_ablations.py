@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--reference", default=None, help="AR checkpoint for gen_ppl")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--eval_only", action="store_true", help="evaluate the checkpoints already in --out")
     a = p.parse_args()
     names = a.only.split(",") if a.only else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -48,8 +49,8 @@ def main() -> None:
         raise SystemExit(f"unknown variants {unknown}; available: {', '.join(VARIANTS)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpts = {}
-    for i in range(0, len(names), a.parallel):
+    ckpts = {n: out / n / "last.ckpt" for n in names} if a.eval_only else {}
+    for i in range(0, 0 if a.eval_only else len(names), a.parallel):
         batch = [(n, *fit("quickstart", n, a.minutes, out, [], VARIANTS[n], threads=1)) for n in names[i : i + a.parallel]]
         for name, proc, ckpt in batch:
             if proc.wait():
