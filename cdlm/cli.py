@@ -49,9 +49,9 @@ class CDLMCLI(LightningCLI):
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if not ckpt_path:
             return
-        from cdlm.evaluate import load_checkpoint  # validates the file with a one-line error
+        from cdlm.evaluate import read_checkpoint  # validates the file with a one-line error
 
-        load_checkpoint(ckpt_path)
+        read_checkpoint(ckpt_path)
 
 
 def run_lightning(args: list[str]) -> None:

@@ -12,8 +12,8 @@ import torch
 from cdlm import corpus
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu"):
-    """(model, data module hyperparameters) from a cdlm checkpoint; ValueError on anything else."""
+def read_checkpoint(path: str, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict of a cdlm checkpoint; ValueError with one line on anything else."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"checkpoint {path!r} does not exist")
@@ -23,6 +23,12 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu"):
         raise ValueError(f"checkpoint {path!r} is not a readable torch checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"checkpoint {path!r} is not a cdlm checkpoint (no state_dict/hyper_parameters)")
+    return ckpt
+
+
+def load_checkpoint(path: str, device: str | torch.device = "cpu"):
+    """(model, data module hyperparameters) from a cdlm checkpoint; ValueError on anything else."""
+    ckpt = read_checkpoint(path, device)
     hparams = dict(ckpt["hyper_parameters"])
     hparams.pop("_instantiator", None)
     class_path = hparams.pop("_class_path", "cdlm.DiffusionLM")

@@ -35,9 +35,13 @@ def test_loss_falls_on_a_tiny_run(tmp_path):
 
 def test_ema_warms_up_and_tracks_weights():
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm)
-    model.trainer = None
+    model = tiny_model(dm, ema_decay=0.999)
     assert all(torch.equal(a, b) for a, b in zip(model.ema.parameters(), model.net.parameters()))
+    before = model.ema.head.bias.detach().clone()
+    with torch.no_grad():
+        model.net.head.bias.add_(1.0)
+    model.on_train_batch_end(None, None, 0)  # step 0: decay warms up to (1+0)/(10+0) = 0.1, not 0.999
+    assert torch.allclose(model.ema.head.bias, before + 0.9, atol=1e-6)
 
 
 def test_generate_shapes_and_seed_reproducible():
