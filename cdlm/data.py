@@ -17,7 +17,8 @@ EMBEDDED = "embedded"
 _FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
-def load_texts(dataset: str, text_column: str = "text", split: str = "train", whole_file: bool = False) -> list[str]:
+def load_texts(dataset: str, text_column: str = "text", split: str = "train", whole_file: bool = False,
+               config: str | None = None) -> list[str]:
     """Texts of one split of a local file (txt: one line each, or the whole file as one text;
     json/jsonl/csv: `text_column`) or a hub dataset. Raises ValueError with one readable line."""
     import datasets
@@ -43,7 +44,7 @@ def load_texts(dataset: str, text_column: str = "text", split: str = "train", wh
             raise ValueError(f"could not read {dataset!r} as {builder}: {str(err).splitlines()[0]}") from None
         return _column(ds, text_column, dataset)
     try:
-        ds = datasets.load_dataset(dataset, split=split)
+        ds = datasets.load_dataset(dataset, config, split=split)
     except Exception as err:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
         why = "the hub is offline" if offline else str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -92,6 +93,7 @@ class TextDataModule(L.LightningDataModule):
             file, or a hub dataset name (needs the network).
         val_dataset: an optional separate validation file or hub name; otherwise the last
             `val_fraction` of the training texts is held out.
+        dataset_config: the configuration of a hub dataset (e.g. "wikitext-2-raw-v1").
         text_column: column holding the text in json/csv/hub data.
         tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path.
         vocab_size: BPE vocabulary size.
@@ -106,6 +108,7 @@ class TextDataModule(L.LightningDataModule):
         self,
         dataset: str = EMBEDDED,
         val_dataset: str | None = None,
+        dataset_config: str | None = None,
         text_column: str = "text",
         tokenizer: str = "word",
         vocab_size: int = 8000,
@@ -144,9 +147,10 @@ class TextDataModule(L.LightningDataModule):
                 train = corpus.corpus_texts(h.num_examples, seed=h.corpus_seed)
                 val = corpus.corpus_texts(n_val, seed=h.corpus_seed + 1)
             else:
-                train = load_texts(h.dataset, h.text_column, whole_file=h.packing)
+                train = load_texts(h.dataset, h.text_column, whole_file=h.packing, config=h.dataset_config)
                 if h.val_dataset is not None:
-                    val = load_texts(h.val_dataset, h.text_column, split="validation", whole_file=h.packing)
+                    val = load_texts(h.val_dataset, h.text_column, split="validation", whole_file=h.packing,
+                                     config=h.dataset_config)
                 else:
                     cut = int(len(train) * (1 - h.val_fraction))
                     if len(train) == 1:  # one running text: the first part trains, the rest validates
