@@ -163,7 +163,7 @@ class DiffusionLM(LanguageModel):
     def sample_known(self, shape: torch.Size) -> torch.Tensor | None:
         """With probability `clean_context`, a random subset of positions to give clean:
         each sequence reveals a uniform-random fraction of its tokens."""
-        if torch.rand(()) >= self.hparams.clean_context:
+        if self.hparams.clean_context <= 0 or torch.rand(()) >= self.hparams.clean_context:
             return None
         rate = torch.rand(shape[0], 1, device=self.device)
         return torch.rand(shape, device=self.device) < rate

@@ -335,8 +335,7 @@ class SubVPSDE(SDE):
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         self._kwargs = {"beta_min": beta_min, "beta_max": beta_max}
 
-    def _b(self, t):
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t ** 2
+    _b = VPSDE._int_beta  # the same linear-beta integral B(t)
 
     def _log_alpha_sigma(self, t):
         b = self._b(t)
