@@ -26,6 +26,8 @@ class AutoregressiveLM(LanguageModel):
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
+        attributes: the data's attribute vocabulary (filled in by the CLI). The baseline is not
+            conditioned on it: attribute control for a left-to-right model is rejection sampling.
     """
 
     def __init__(
@@ -42,8 +44,9 @@ class AutoregressiveLM(LanguageModel):
         min_lr_ratio: float = 0.05,
         sample_temperature: float = 1.0,
         val_samples: int = 64,
+        attributes: list[str] | None = None,
     ):
-        super().__init__(tokenizer_json)
+        super().__init__(tokenizer_json, attributes)
         self.save_hyperparameters()
         self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout)
 
@@ -61,7 +64,7 @@ class AutoregressiveLM(LanguageModel):
         return self.token_nll(ids).sum(1)
 
     def _loss(self, batch, stage: str):
-        ids, _ = batch
+        ids = batch[0]
         loss = self.token_nll(ids).mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss

@@ -36,12 +36,17 @@ def _tokenizer_json(data) -> str:  # a named function, not a lambda: spawn strat
     return data.tokenizer_json()
 
 
+def _attribute_names(data) -> list[str] | None:
+    return data.attribute_names()
+
+
 class CDLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # one source of truth for values the model and data must share
         parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
         parser.link_arguments("data.seq_len", "model.init_args.seq_len")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
         # The checkpoint's tokenizer is a link target (rebuilt identically by the data module);
@@ -94,6 +99,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default=None)
     p.add_argument("--suffix", default=None, help="needs --length or --template")
     p.add_argument("--length", type=int, default=None, help="exact number of tokens")
+    p.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE",
+                   help="condition on an attribute, e.g. food=french (models fit with a condition_column); repeatable")
+    p.add_argument("--guidance_scale", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's; 1 = plain conditional)")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -107,14 +116,17 @@ def _check(args) -> None:
         raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
 
 
-def _sample(model, args):
+def _sample(model, args, attributes=None):
     from cdlm.constraints import parse_anchor
 
     overridable = ("temperature", "clamp_below_t", "restarts", "restart_log_snr", "restart_steps", "commit",
-                   "template", "prefix", "suffix", "length")
+                   "template", "prefix", "suffix", "length", "guidance_scale")
     options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
     if args.anchor:
         options["anchors"] = [parse_anchor(a) for a in args.anchor]
+    attributes = attributes if attributes is not None else args.attribute or None
+    if attributes is not None:
+        options["attributes"] = attributes
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
     gen = model.sample_ids(
@@ -150,9 +162,12 @@ def cmd_eval(argv: list[str]) -> None:
     p.add_argument("--nll_batches", type=int, default=8, help="held-out batches for the NLL (bound); 0 skips it")
     p.add_argument("--time_budget", type=float, default=60.0,
                    help="seconds of rejection sampling for an autoregressive model given constraints beyond a prefix")
+    p.add_argument("--attributes_from_data", action="store_true",
+                   help="condition each sample on the record of a held-out text (attribute control)")
     p.add_argument("--format", choices=("json", "md"), default="json")
     args = p.parse_args(argv)
     _check(args)
+    from cdlm.attributes import attribute_accuracy, expressed, parse_attributes, parse_mr
     from cdlm.constraints import build_constraints, parse_anchor
     from cdlm.data import TextDataModule
     from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, rejection_sample, sample_metrics
@@ -160,23 +175,6 @@ def cmd_eval(argv: list[str]) -> None:
 
     model, data_hparams = load_checkpoint(args.ckpt_path, args.device)
     reference = load_checkpoint(args.reference_ckpt, args.device)[0] if args.reference_ckpt else None
-    constraints, rejection = None, {}
-    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
-        constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
-                                        args.prefix, args.suffix, args.template, args.length)
-    if constraints is not None and model.hparams.get("sample_method") is None and (
-        args.anchor or args.template or args.suffix or args.length is not None
-    ):  # a left-to-right model: the only way is to sample and reject
-        start = time.perf_counter()
-        ids, tried = rejection_sample(model, constraints, args.num_samples, args.time_budget, args.seed)
-        gen, seconds = Generation(ids, model.hparams.seq_len), time.perf_counter() - start
-        rejection = {"rejection_tried": tried, "rejection_kept": len(ids), "rejection_acceptance": len(ids) / max(tried, 1)}
-        if not len(ids):
-            print(json.dumps({"method": "autoregressive+rejection", **rejection, "sample_seconds": round(seconds, 3)}))
-            return
-    else:
-        gen, seconds = _sample(model, args)
-    texts = model.decode(gen.ids)
     data = None
     if data_hparams:
         data = TextDataModule(**data_hparams)
@@ -186,18 +184,63 @@ def cmd_eval(argv: list[str]) -> None:
         except (ValueError, OSError) as err:  # the training data may live elsewhere: report what we can
             print(f"cdlm eval: no held-out metrics ({_root_message(err)})", file=sys.stderr)
             data = None
+    embedded = bool(data and data.is_embedded)
+    requests = None  # the attributes asked of each sample
+    if args.attributes_from_data:
+        if args.attribute:
+            raise ValueError("give --attribute or --attributes_from_data, not both")
+        held_out = data.conditions() if data is not None else None
+        if not held_out:
+            raise ValueError("--attributes_from_data needs the checkpoint's data with a condition_column")
+        requests = [parse_mr(held_out[1][i % len(held_out[1])]) for i in range(args.num_samples)]
+    elif args.attribute:
+        requests = [parse_attributes(args.attribute)] * args.num_samples
+    constraints, rejection = None, {}
+    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
+        constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
+                                        args.prefix, args.suffix, args.template, args.length)
+    left_to_right = model.hparams.get("sample_method") is None
+    if left_to_right and (requests is not None or constraints is not None and (
+        args.anchor or args.template or args.suffix or args.length is not None
+    )):  # a left-to-right model: the only way is to sample and reject
+        if args.attributes_from_data:
+            raise ValueError("an autoregressive model cannot meet a different request per sample; give --attribute")
+
+        def accept(ids):
+            ok = constraints.satisfied(ids) if constraints is not None else torch.ones(len(ids), dtype=torch.bool)
+            if requests is not None:
+                ok &= torch.tensor([expressed(t, requests[0], embedded) for t in model.decode(ids)], dtype=torch.bool)
+            return ok
+
+        start = time.perf_counter()
+        ids, tried = rejection_sample(model, accept, args.num_samples, args.time_budget, args.seed)
+        gen, seconds = Generation(ids, model.hparams.seq_len), time.perf_counter() - start
+        rejection = {"rejection_tried": tried, "rejection_kept": len(ids), "rejection_acceptance": len(ids) / max(tried, 1)}
+        if not len(ids):
+            print(json.dumps({"method": "autoregressive+rejection", **rejection, "sample_seconds": round(seconds, 3)}))
+            return
+    else:
+        gen, seconds = _sample(model, args, requests if args.attributes_from_data else None)
+    texts = model.decode(gen.ids)
     h = model.hparams
     result = {
         "method": args.method or h.get("sample_method", "autoregressive"),
         "steps": args.steps or h.get("sample_steps", h.seq_len),
         "restarts": h.get("restarts", 0) if args.restarts is None else args.restarts,
         "nfe": gen.nfe,
-        **sample_metrics(texts, data.texts()[0] if data else None, embedded=bool(data and data.is_embedded)),
+        **sample_metrics(texts, data.texts()[0] if data else None, embedded=embedded),
         "sample_seconds": round(seconds, 3),
         **rejection,
     }
     if constraints is not None:
         result["constraint_satisfaction"] = float(constraints.satisfied(gen.ids).float().mean())
+    if requests is not None:
+        requests = requests[: len(texts)]
+        if not left_to_right:
+            result["guidance_scale"] = h.guidance_scale if args.guidance_scale is None else args.guidance_scale
+        result["attribute_accuracy"] = attribute_accuracy(texts, requests, embedded)
+        if embedded and args.attributes_from_data:  # a whole record asked: nothing else may be said
+            result["attribute_exact"] = attribute_accuracy(texts, requests, embedded, exact=True)
     if reference is not None:
         result["gen_ppl"] = generative_perplexity(reference, texts, count_end=not (data and data.hparams.packing))
     if data is not None and args.nll_batches > 0:

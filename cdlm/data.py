@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from cdlm import corpus
+from cdlm.attributes import AttributeVocab, parse_mr
 from cdlm.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
 
 EMBEDDED = "embedded"
@@ -18,9 +19,12 @@ _FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "j
 
 
 def load_texts(dataset: str, text_column: str = "text", split: str = "train", whole_file: bool = False,
-               config: str | None = None) -> list[str]:
+               config: str | None = None, condition_column: str | None = None):
     """Texts of one split of a local file (txt: one line each, or the whole file as one text;
-    json/jsonl/csv: `text_column`) or a hub dataset. Raises ValueError with one readable line."""
+    json/jsonl/csv: `text_column`) or a hub dataset. Raises ValueError with one readable line.
+
+    With `condition_column` (json/csv/hub only), returns (texts, conditions) from the rows
+    that have both."""
     import datasets
 
     datasets.logging.set_verbosity_error()
@@ -33,6 +37,8 @@ def load_texts(dataset: str, text_column: str = "text", split: str = "train", wh
         if builder is None:
             raise ValueError(f"dataset file {dataset!r} has unknown type; valid: {', '.join(_FILE_BUILDERS)}")
         if builder == "text":  # read directly: exact text, no cache copy
+            if condition_column is not None:
+                raise ValueError(f"condition_column={condition_column!r} needs a json/csv/hub dataset, not {dataset!r}")
             raw = path.read_text(encoding="utf-8")
             if whole_file:
                 return _checked([raw] if raw.strip() else [], dataset)
@@ -42,20 +48,26 @@ def load_texts(dataset: str, text_column: str = "text", split: str = "train", wh
             ds = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as err:
             raise ValueError(f"could not read {dataset!r} as {builder}: {str(err).splitlines()[0]}") from None
-        return _column(ds, text_column, dataset)
-    try:
-        ds = datasets.load_dataset(dataset, config, split=split)
-    except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-        why = "the hub is offline" if offline else str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"dataset {dataset!r} is neither a local file nor a loadable hub dataset ({why})") from None
-    return _column(ds, text_column, dataset)
+    else:
+        try:
+            ds = datasets.load_dataset(dataset, config, split=split)
+        except Exception as err:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+            why = "the hub is offline" if offline else str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"dataset {dataset!r} is neither a local file nor a loadable hub dataset ({why})") from None
+    if condition_column is None:
+        return _checked(_column(ds, text_column, dataset), dataset)
+    pairs = [(t, c) for t, c in zip(_column(ds, text_column, dataset, keep_empty=True),
+                                     _column(ds, condition_column, dataset, keep_empty=True)) if t and c]
+    _checked(pairs, dataset)
+    return [t for t, _ in pairs], [c for _, c in pairs]
 
 
-def _column(ds, text_column: str, name: str) -> list[str]:
-    if text_column not in ds.column_names:
-        raise ValueError(f"dataset {name!r} has no column {text_column!r}; columns: {', '.join(ds.column_names)}")
-    return _checked([str(t).strip() for t in ds[text_column] if t is not None and str(t).strip()], name)
+def _column(ds, column: str, name: str, keep_empty: bool = False) -> list[str]:
+    if column not in ds.column_names:
+        raise ValueError(f"dataset {name!r} has no column {column!r}; columns: {', '.join(ds.column_names)}")
+    values = ["" if t is None else str(t).strip() for t in ds[column]]
+    return values if keep_empty else [t for t in values if t]
 
 
 def _checked(texts: list[str], name: str) -> list[str]:
@@ -95,6 +107,10 @@ class TextDataModule(L.LightningDataModule):
             `val_fraction` of the training texts is held out.
         dataset_config: the configuration of a hub dataset (e.g. "wikitext-2-raw-v1").
         text_column: column holding the text in json/csv/hub data.
+        condition_column: column holding each text's meaning representation ("name[x], food[y]")
+            for attribute-conditioned training (`cdlm.attributes`); for the embedded corpus any
+            name (e.g. "mr") gives the generator's records. Batches then carry a third tensor,
+            the multi-hot attributes.
         tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path.
         vocab_size: BPE vocabulary size.
         seq_len: tokens per example.
@@ -110,6 +126,7 @@ class TextDataModule(L.LightningDataModule):
         val_dataset: str | None = None,
         dataset_config: str | None = None,
         text_column: str = "text",
+        condition_column: str | None = None,
         tokenizer: str = "word",
         vocab_size: int = 8000,
         seq_len: int = 40,
@@ -130,8 +147,12 @@ class TextDataModule(L.LightningDataModule):
         if tokenizer not in KINDS and not Path(tokenizer).is_file():
             raise ValueError(f"tokenizer {tokenizer!r} is neither one of {', '.join(KINDS)} nor a tokenizer.json file")
         self.save_hyperparameters()
+        if condition_column is not None and packing:
+            raise ValueError(f"condition_column={condition_column!r} needs one text per example (packing=false)")
         self._texts: tuple[list[str], list[str]] | None = None
+        self._conditions: tuple[list[str], list[str]] | None = None
         self._tokenizer = None
+        self._attribute_vocab: AttributeVocab | None = None
         self.train_set = self.val_set = None
 
     @property
@@ -142,15 +163,24 @@ class TextDataModule(L.LightningDataModule):
         """(train, validation) texts, loaded once."""
         if self._texts is None:
             h = self.hparams
+            conditioned = h.condition_column is not None
             if self.is_embedded:
                 n_val = max(1, int(h.num_examples * h.val_fraction))
-                train = corpus.corpus_texts(h.num_examples, seed=h.corpus_seed)
-                val = corpus.corpus_texts(n_val, seed=h.corpus_seed + 1)
+                train_pairs = corpus.generate(h.num_examples, seed=h.corpus_seed)
+                val_pairs = corpus.generate(n_val, seed=h.corpus_seed + 1)
+                train, val = [t for t, _ in train_pairs], [t for t, _ in val_pairs]
+                if conditioned:
+                    self._conditions = ([r.to_mr() for _, r in train_pairs], [r.to_mr() for _, r in val_pairs])
             else:
-                train = load_texts(h.dataset, h.text_column, whole_file=h.packing, config=h.dataset_config)
+                loaded = load_texts(h.dataset, h.text_column, whole_file=h.packing, config=h.dataset_config,
+                                    condition_column=h.condition_column)
+                train, train_cond = loaded if conditioned else (loaded, None)
                 if h.val_dataset is not None:
-                    val = load_texts(h.val_dataset, h.text_column, split="validation", whole_file=h.packing,
-                                     config=h.dataset_config)
+                    loaded = load_texts(h.val_dataset, h.text_column, split="validation", whole_file=h.packing,
+                                        config=h.dataset_config, condition_column=h.condition_column)
+                    val, val_cond = loaded if conditioned else (loaded, None)
+                    if conditioned:
+                        self._conditions = (train_cond, val_cond)
                 else:
                     cut = int(len(train) * (1 - h.val_fraction))
                     if len(train) == 1:  # one running text: the first part trains, the rest validates
@@ -161,6 +191,8 @@ class TextDataModule(L.LightningDataModule):
                         raise ValueError(f"dataset {h.dataset!r} has {len(train)} texts, too few to hold out a validation split")
                     else:
                         train, val = train[:cut], train[cut:]
+                        if conditioned:
+                            self._conditions = (train_cond[:cut], train_cond[cut:])
             self._texts = (train, val)
         return self._texts
 
@@ -174,6 +206,28 @@ class TextDataModule(L.LightningDataModule):
                 self._tokenizer = load_tokenizer(h.tokenizer)
         return self._tokenizer
 
+    def conditions(self) -> tuple[list[str], list[str]] | None:
+        """(train, validation) meaning representations, or None without `condition_column`."""
+        self.texts()
+        return self._conditions
+
+    @property
+    def attribute_vocab(self) -> AttributeVocab | None:
+        """The attributes seen in training conditions (None without `condition_column`)."""
+        if self._attribute_vocab is None and self.hparams.condition_column is not None:
+            self._attribute_vocab = AttributeVocab.build(self.conditions()[0])
+        return self._attribute_vocab
+
+    def attribute_names(self) -> list[str] | None:
+        """The attribute vocabulary as a list, the form in which it travels inside checkpoints."""
+        vocab = self.attribute_vocab
+        return None if vocab is None else vocab.names
+
+    def set_attribute_vocab(self, names: list[str] | None) -> None:
+        """Use a given attribute vocabulary (for instance a checkpoint's) instead of building one."""
+        self._attribute_vocab = None if names is None else AttributeVocab(names)
+        self.train_set = self.val_set = None
+
     def tokenizer_json(self) -> str:
         """The tokenizer as a JSON string, the form in which it travels inside checkpoints."""
         return self.tokenizer.to_str()
@@ -183,14 +237,17 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = tokenizer
         self.train_set = self.val_set = None
 
-    def _encode_sentences(self, texts: list[str]) -> TensorDataset:
+    def _encode_sentences(self, texts: list[str], conditions: list[str] | None = None) -> TensorDataset:
         pad = self.tokenizer.token_to_id(PAD)
         L_ = self.hparams.seq_len
         ids = torch.full((len(texts), L_), pad, dtype=torch.long)
         for row, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
             seq = enc.ids[:L_]  # longer sentences are truncated: choose seq_len from the data
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return TensorDataset(ids, ids != pad)
+        if conditions is None:
+            return TensorDataset(ids, ids != pad)
+        attributes = self.attribute_vocab.encode([parse_mr(c) for c in conditions], strict=False)
+        return TensorDataset(ids, ids != pad, attributes)
 
     def _encode_stream(self, texts: list[str], train: bool) -> WindowDataset:
         joined = "\n".join(texts)
@@ -204,7 +261,8 @@ class TextDataModule(L.LightningDataModule):
         if self.hparams.packing:
             self.train_set, self.val_set = self._encode_stream(train, True), self._encode_stream(val, False)
         else:
-            self.train_set, self.val_set = self._encode_sentences(train), self._encode_sentences(val)
+            cond = self.conditions() or (None, None)
+            self.train_set, self.val_set = self._encode_sentences(train, cond[0]), self._encode_sentences(val, cond[1])
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(

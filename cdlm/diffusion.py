@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import solvers
+from cdlm.attributes import parse_attributes
 from cdlm.constraints import build_constraints
 from cdlm.generation import ROUNDINGS, generate_ids
 from cdlm.lm import LanguageModel
@@ -60,6 +61,14 @@ class DiffusionLM(LanguageModel):
             restart_log_snr, restart_steps, commit: the default sampler used by `generate`, validation
             samples and `cdlm sample`/`eval` (see `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
+        attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
+            `condition_column`): the network is then conditioned on each text's attributes.
+        condition_dropout: probability that a training example's attributes are all dropped,
+            which trains the unconditional model classifier-free guidance needs.
+        attribute_dropout: probability that each attribute is dropped on its own, so that any
+            subset (e.g. just food=french) is a condition the model knows.
+        guidance_scale: default classifier-free guidance scale s: log-probabilities
+            log p_u + s (log p_c - log p_u); 1 is the plain conditional model, 0 unconditional.
     """
 
     def __init__(
@@ -97,16 +106,22 @@ class DiffusionLM(LanguageModel):
         restart_steps: int = 10,
         commit: bool = False,
         val_samples: int = 64,
+        attributes: list[str] | None = None,
+        condition_dropout: float = 0.1,
+        attribute_dropout: float = 0.3,
+        guidance_scale: float = 1.0,
     ):
-        super().__init__(tokenizer_json)
+        super().__init__(tokenizer_json, attributes)
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
         if sample_method not in solvers.available():
             raise ValueError(f"unknown sample_method {sample_method!r}; available: {', '.join(solvers.available())}")
-        if not 0.0 <= self_condition <= 1.0:
-            raise ValueError(f"self_condition is a probability in [0, 1], got {self_condition}")
+        for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
+                        ("attribute_dropout", attribute_dropout)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         self.save_hyperparameters()
         self.sde = make_sde(schedule, log_snr_min, log_snr_max)
         self.net = ScoreNetwork(
@@ -120,6 +135,7 @@ class DiffusionLM(LanguageModel):
             normalize_embeddings=normalize_embeddings,
             interpolate=interpolate,
             self_condition=self_condition > 0,
+            num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
         )
         self.net.embedding.weight.requires_grad_(learn_embeddings)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -137,10 +153,11 @@ class DiffusionLM(LanguageModel):
         return u if self.time_warp is None or not warped else self.time_warp.warp(u)
 
     def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
-                       known: torch.Tensor | None = None):
+                       known: torch.Tensor | None = None, attributes: torch.Tensor | None = None):
         """Cross-entropy of the tokens (and x0 regression) from x_t at times t [B], per sequence.
 
         `known` [B, L] marks positions given clean (at CLEAN_LOG_SNR); they carry no loss.
+        `attributes` [B, A] are the multi-hot conditions (None: unconditional).
         """
         x0 = net.embedding(ids)
         x_t = self.sde.perturb(x0, t)
@@ -153,8 +170,8 @@ class DiffusionLM(LanguageModel):
         x0_prev = None
         if self_condition:
             with torch.no_grad():
-                x0_prev = net(x_t, log_snr)[1].detach()
-        logits, x0_hat = net(x_t, log_snr, x0_prev)
+                x0_prev = net(x_t, log_snr, attributes=attributes)[1].detach()
+        logits, x0_hat = net(x_t, log_snr, x0_prev, attributes=attributes)
         norm = weight.sum(1).clamp(min=1)
         ce = (F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * weight).sum(1) / norm  # [B]
         mse = (((x0_hat - x0) ** 2).mean(-1) * weight).sum(1) / norm
@@ -201,15 +218,37 @@ class DiffusionLM(LanguageModel):
         prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
         return recon + diff + prior
 
+    def encode_attributes(self, attributes, num_samples: int) -> torch.Tensor:
+        """Multi-hot conditions [N, A] from one attribute request or a list of N."""
+        if self.attribute_vocab is None:
+            raise ValueError("this model was trained without attributes (fit with --data.condition_column)")
+        # a list of mappings or of MR strings is one request per sample; KEY=VALUE strings are one request
+        per_sample = isinstance(attributes, (list, tuple)) and any(not isinstance(a, str) or "[" in a for a in attributes)
+        requests = [parse_attributes(a) for a in attributes] if per_sample else [parse_attributes(attributes)] * num_samples
+        if len(requests) != num_samples:
+            raise ValueError(f"{len(requests)} attribute requests for {num_samples} samples")
+        return self.attribute_vocab.encode(requests).to(self.device)
+
     def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
         return self.nll_bound(ids)
 
+    def drop_attributes(self, attributes: torch.Tensor) -> torch.Tensor:
+        """Training conditions: each attribute dropped with `attribute_dropout`, all of an
+        example's with `condition_dropout` (the unconditional model, for guidance)."""
+        h = self.hparams
+        keep = torch.rand(attributes.shape, device=attributes.device) >= h.attribute_dropout
+        keep &= torch.rand(attributes.shape[0], 1, device=attributes.device) >= h.condition_dropout
+        return attributes * keep
+
     def _loss(self, batch, stage: str):
-        ids, _mask = batch
+        ids = batch[0]
+        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attributes is not None and stage == "train":
+            attributes = self.drop_attributes(attributes)
         t = self.sample_times(ids.shape[0], warped=stage == "train")
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
         known = self.sample_known(ids.shape) if stage == "train" else None
-        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known)
+        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known, attributes)
         if self.time_warp is not None and stage == "train" and known is None:
             self.time_warp.update(t, ce.detach())
         loss = ce.mean() + self.hparams.mse_weight * mse.mean()
@@ -232,14 +271,22 @@ class DiffusionLM(LanguageModel):
     # ---------------------------------------------------------------- sampling
     def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
                    seed: int | None = None, use_ema: bool = True, anchors=None, prefix: str | None = None,
-                   suffix: str | None = None, template: str | None = None, length: int | None = None, **options):
+                   suffix: str | None = None, template: str | None = None, length: int | None = None,
+                   attributes=None, guidance_scale: float | None = None, **options):
         """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
 
         Control (see `cdlm.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
         `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
         the ends, `length` the number of tokens. They hold at every solver step, for every method.
+
+        `attributes` (models trained with a `condition_column`): one request for all samples,
+        as {"food": "french"}, "food[french], area[riverside]" or ["food=french"], or a list of
+        N such requests, one per sample; `guidance_scale` overrides the classifier-free scale.
         """
         h = self.hparams
+        if attributes is not None:
+            options["attributes"] = self.encode_attributes(attributes, num_samples)
+            options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
             options.setdefault("known_ids", c.known_ids)

@@ -46,7 +46,7 @@ def heldout_nll(model, loader, max_batches: int | None = None) -> dict:
     and bits per token and per character. Every position counts towards the sequence's NLL
     (padding encodes length); tokens and characters count the real text only."""
     nats = tokens = chars = 0.0
-    for i, (ids, mask) in enumerate(loader):
+    for i, (ids, mask, *_) in enumerate(loader):  # conditioned data carries attributes too
         if max_batches is not None and i >= max_batches:
             break
         ids, mask = ids.to(model.device), mask.to(model.device)
@@ -79,16 +79,16 @@ def generative_perplexity(reference, texts: Sequence[str], count_end: bool = Tru
     return math.exp(float((nll * mask).sum() / mask.sum().clamp(min=1)))
 
 
-def rejection_sample(model, constraints, num_samples: int, time_budget: float, seed: int = 0, batch_size: int = 64):
-    """What a left-to-right model can do with constraints beyond a prefix: sample and keep the
-    rows that satisfy them, until `num_samples` are kept or `time_budget` seconds have passed.
-    Returns (kept ids [K, L], rows tried)."""
+def rejection_sample(model, accept, num_samples: int, time_budget: float, seed: int = 0, batch_size: int = 64):
+    """What a left-to-right model can do with constraints beyond a prefix or with attributes:
+    sample and keep the rows that `accept` (ids [N, L] → bools [N]), until `num_samples` are kept
+    or `time_budget` seconds have passed. Returns (kept ids [K, L], rows tried)."""
     import time
 
     start, kept, tried, k = time.perf_counter(), [], 0, 0
     while sum(len(x) for x in kept) < num_samples and time.perf_counter() - start < time_budget:
         ids = model.sample_ids(batch_size, seed=seed + k).ids.cpu()
-        kept.append(ids[constraints.satisfied(ids)])
+        kept.append(ids[accept(ids)])
         tried, k = tried + len(ids), k + 1
     ids = torch.cat(kept)[:num_samples] if kept else torch.empty(0, model.hparams.seq_len, dtype=torch.long)
     return ids, tried

@@ -34,16 +34,22 @@ class Denoiser:
     copy at the current time. With `commit`, after each call the most confident free positions
     become known, so that a fraction 1 - t of the sequence is decided by time t: positions are
     decided one after another, each given the ones before, instead of all independently.
+
+    With `attributes` [B, A] the network is conditioned on them; a `guidance_scale` s other
+    than 1 also runs it unconditioned (one doubled batch) and guides the token log-probabilities,
+    log p_u + s (log p_c - log p_u) (classifier-free guidance).
     """
 
     def __init__(self, net: ScoreNetwork, sde, temperature: float = 1.0, self_condition: bool = True,
                  known_ids: torch.Tensor | None = None, clean_known: bool = False, commit: bool = False,
-                 logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None):
+                 logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 attributes: torch.Tensor | None = None, guidance_scale: float = 1.0):
         self.net, self.sde, self.temperature = net, sde, temperature
         self.self_condition = self_condition and net.self_condition
         self.known_ids, self.clean_known, self.commit = known_ids, clean_known, commit
         self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
         self.generator = generator
+        self.attributes, self.guidance_scale = attributes, guidance_scale
         self.noise: torch.Tensor | None = None  # fixed ε of the forward-noised known tokens
         self.x0_prev: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
@@ -72,7 +78,7 @@ class Denoiser:
                 if self.noise is None:
                     self.noise = torch.randn(x_t.shape, generator=self.generator, device=x_t.device, dtype=x_t.dtype)
                 x_in = torch.where(mask[..., None], self.sde.perturb(e_known, t, self.noise), x_t)
-        logits, x0 = self.net(x_in, lam, prev, temperature=self.temperature)
+        logits, x0 = self._network(x_in, lam, prev)
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
             if self.net.interpolate:
@@ -85,6 +91,24 @@ class Denoiser:
             self._commit(logits, float(t.max()))
         self.logits, self.x0_prev = logits, x0
         return x0
+
+    def _network(self, x_in, lam, prev):
+        a, s = self.attributes, self.guidance_scale
+        if a is not None and a.shape[0] != x_in.shape[0]:  # adaptive integrators may change batch views
+            raise ValueError(f"attributes for {a.shape[0]} samples but a batch of {x_in.shape[0]}")
+        if a is None or s == 1.0:
+            return self.net(x_in, lam, prev, temperature=self.temperature, attributes=a)
+        two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
+        logits, x0 = self.net(two(x_in), two(lam), two(prev), temperature=self.temperature,
+                              attributes=torch.cat([a, torch.zeros_like(a)]))
+        cond, uncond = logits.log_softmax(-1).chunk(2)
+        logits = uncond + s * (cond - uncond)
+        if self.net.interpolate:
+            x0 = torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()
+        else:
+            x0_c, x0_u = x0.chunk(2)
+            x0 = x0_u + s * (x0_c - x0_u)
+        return logits, x0.to(x_in.dtype)
 
     def _commit(self, logits: torch.Tensor, t: float) -> None:
         """Make the most confident free positions known until a fraction 1 - t is known."""
@@ -133,6 +157,8 @@ def generate_ids(
     logit_bias: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    attributes: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
     **solver_options,
 ) -> Generation:
     """Sample `num_samples` id sequences of length `seq_len` from noise.
@@ -140,7 +166,8 @@ def generate_ids(
     `known_ids` ([L] or [num_samples, L], -1 where free) are tokens imposed at every step
     (anchors, templates, prefixes); `commit` decides the free positions in order of confidence
     (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context);
-    `logit_bias` [L, V] bans tokens where it is -inf (length control).
+    `logit_bias` [L, V] bans tokens where it is -inf (length control); `attributes` [num_samples, A]
+    condition each sample, guided with `guidance_scale` (see `Denoiser`).
 
     With `restarts` > 0, the rounded result is re-noised to log-SNR `restart_log_snr` and
     solved again in `restart_steps` steps, that many times (restart sampling, Xu et al. 2023):
@@ -167,7 +194,9 @@ def generate_ids(
         if known_ids is not None:
             known = known_ids.to(device).expand(num_samples, seq_len)[start : start + n].clone()
         denoiser = Denoiser(net, sde, temperature, known_ids=known, clean_known=clean_known, commit=commit,
-                            logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator)
+                            logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator,
+                            attributes=None if attributes is None else attributes[start : start + n].to(device),
+                            guidance_scale=guidance_scale)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(restarts + 1):

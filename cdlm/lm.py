@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from cdlm import corpus
+from cdlm.attributes import AttributeVocab
 from cdlm.tokenizer import PAD, decode, load_tokenizer
 
 
@@ -31,12 +32,13 @@ class LanguageModel(L.LightningModule):
     """Base class; subclasses build `self.net` and implement `_loss(batch, stage)`,
     `sample_ids(num_samples, seed=..., ...) -> Generation` and `sequence_nll(ids) -> [B] nats`."""
 
-    def __init__(self, tokenizer_json: str | None):
+    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None):
         super().__init__()
         if tokenizer_json is None:
             raise ValueError(f"{type(self).__name__} needs a tokenizer (JSON string); the CLI takes it from the data module")
         self.tokenizer = load_tokenizer(tokenizer_json)
         self.pad_id = self.tokenizer.token_to_id(PAD)
+        self.attribute_vocab = AttributeVocab(attributes) if attributes else None
 
     def training_step(self, batch, batch_idx):
         return self._loss(batch, "train")

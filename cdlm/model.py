@@ -108,6 +108,9 @@ class ScoreNetwork(nn.Module):
 
     With `interpolate`, x0 = softmax(logits / τ)·E ("score interpolation", CDCD/Plaid): the
     estimate stays in the span of the embeddings; otherwise a linear head predicts x0 directly.
+
+    With `num_attributes`, multi-hot attributes [B, A] (`cdlm.attributes`) add their summed
+    embeddings to the time conditioning; all zeros (or None) is the unconditional model.
     """
 
     def __init__(
@@ -122,9 +125,11 @@ class ScoreNetwork(nn.Module):
         normalize_embeddings: bool = True,
         interpolate: bool = True,
         self_condition: bool = True,
+        num_attributes: int = 0,
     ):
         super().__init__()
         self.embedding = TokenEmbedding(vocab_size, embed_dim, normalize_embeddings)
+        self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
         self.interpolate, self.self_condition = interpolate, self_condition
         self.inp = nn.Linear(embed_dim * (2 if self_condition else 1), width)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
@@ -138,6 +143,7 @@ class ScoreNetwork(nn.Module):
         log_snr: torch.Tensor,
         x0_prev: torch.Tensor | None = None,
         temperature: float = 1.0,
+        attributes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.self_condition:
             x0_prev = torch.zeros_like(x_t) if x0_prev is None else x0_prev
@@ -149,6 +155,8 @@ class ScoreNetwork(nn.Module):
         cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features))
         # [B, 1, width] broadcasts over the sequence; [B, L, width] gives each token its own level
         cond = cond.view(x_t.shape[0], 1 if per_sequence else x_t.shape[1], -1)
+        if self.attribute is not None and attributes is not None:
+            cond = cond + self.attribute(attributes.to(cond.dtype))[:, None, :]
         h = self.backbone(self.inp(x_in) + cond, cond)
         logits = self.head(h).float()
         if self.interpolate:

@@ -56,6 +56,24 @@ def test_sample_and_eval_with_anchors_and_length(tiny_ckpt, tmp_path, capsys):
     assert "does not fit" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--anchor", "99=pub")
 
 
+def test_attribute_control_from_the_command_line(tmp_path, fit, tiny_ckpt, tiny_ar_ckpt, capsys):
+    ckpt = fit(tmp_path, "--data.condition_column=mr", "--trainer.max_steps=10", "--trainer.limit_val_batches=0")
+    out = tmp_path / "a.jsonl"
+    run(capsys, "sample", "--ckpt_path", str(ckpt), "--num_samples", "2", "--steps", "3", "--attribute", "food=french",
+        "--attribute", "area=riverside", "--guidance_scale", "2", "--output", str(out))
+    assert len(out.read_text().splitlines()) == 2
+    result = json.loads(run(capsys, "eval", "--ckpt_path", str(ckpt), "--num_samples", "4", "--steps", "3",
+                            "--attributes_from_data", "--nll_batches", "1"))
+    assert {"attribute_accuracy", "attribute_exact", "guidance_scale", "nll_bits_per_token"} <= result.keys()
+    assert "food='thai' was never seen" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "food=thai")
+    assert "not KEY=VALUE" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "french")
+    assert "trained without attributes" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--attribute", "food=french")
+    # the left-to-right baseline meets an attribute only by rejection
+    ar = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ar_ckpt), "--num_samples", "2", "--attribute",
+                        "food=french", "--time_budget", "1", "--nll_batches", "0"))
+    assert ar["rejection_tried"] > 0 and "guidance_scale" not in ar
+
+
 def test_bad_input_is_one_line(tiny_ckpt, tmp_path, capsys):
     assert "does not exist" in fails(capsys, "sample", "--ckpt_path", str(tmp_path / "missing.ckpt"))
     corrupt = tmp_path / "corrupt.ckpt"

@@ -1,0 +1,141 @@
+import lightning as L
+import pytest
+import torch
+
+from cdlm import DiffusionLM, TextDataModule, corpus
+from cdlm.attributes import AttributeVocab, attribute_accuracy, expressed, parse_attributes, parse_mr
+from cdlm.generation import Denoiser
+
+
+def test_meaning_representations_in_every_spelling_are_the_same_attributes():
+    want = {"name": "the eagle", "eattype": "pub", "customerrating": "5 out of 5"}
+    assert parse_mr("name[The Eagle], eatType[pub], customer rating[5 out of 5]") == want
+    assert parse_attributes({"name": "the  eagle", "eat_type": "Pub", "customer_rating": "5 out of 5"}) == want
+    assert parse_attributes(["name=the eagle", "eat type=pub", "customerRating=5 out of 5"]) == want
+    assert parse_attributes("food=french") == {"food": "french"}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        parse_attributes(["food french"])
+    with pytest.raises(ValueError, match="bad meaning representation"):
+        parse_mr("name[the eagle], food")
+
+
+def test_vocab_encodes_multi_hot_and_names_unknown_values():
+    vocab = AttributeVocab.build(["name[a], food[french]", "name[b], food[italian], area[riverside]"])
+    assert vocab.names == ["area=riverside", "food=french", "food=italian", "name=a", "name=b"]
+    rows = vocab.encode([{"food": "italian", "name": "b"}, {}])
+    assert rows.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 0, 0]]
+    with pytest.raises(ValueError, match="food='thai' was never seen.*french, italian"):
+        vocab.encode([{"food": "thai"}])
+    assert vocab.encode([{"food": "thai", "name": "a"}], strict=False).tolist() == [[0, 0, 0, 1, 0]]
+
+
+def test_every_generated_text_expresses_exactly_its_record():
+    pairs = corpus.generate(300, seed=3)
+    texts, records = [t for t, _ in pairs], [parse_mr(r.to_mr()) for _, r in pairs]
+    assert attribute_accuracy(texts, records, embedded=True, exact=True) == 1.0
+    partial = [{"name": r["name"]} for r in records]
+    assert attribute_accuracy(texts, partial, embedded=True) == 1.0
+    assert attribute_accuracy(texts, partial, embedded=True, exact=True) == 0.0  # they say more than the name
+    wrong = [{**r, "name": "zizzi" if r["name"] != "zizzi" else "cotto"} for r in records]
+    assert attribute_accuracy(texts, wrong, embedded=True) == 0.0
+    assert not expressed("the eagle is is a pub .", {"name": "the eagle"}, embedded=True)  # not a description
+
+
+def test_lexical_match_for_free_text_is_by_whole_words():
+    assert expressed("Blue Spice is a coffee shop in the city centre.", {"eattype": "coffee shop", "area": "city centre"},
+                     embedded=False)
+    assert not expressed("Blue Spice serves cheapish food.", {"pricerange": "cheap"}, embedded=False)
+    assert expressed("Prices are less than £20.", {"pricerange": "less than £20"}, embedded=False)
+
+
+def test_data_module_carries_records_of_the_embedded_corpus():
+    dm = TextDataModule(num_examples=400, batch_size=8, condition_column="mr")
+    dm.setup("fit")
+    ids, mask, attributes = next(iter(dm.val_dataloader()))
+    assert attributes.shape == (8, len(dm.attribute_vocab))
+    texts, mrs = dm.texts()[1][:8], dm.conditions()[1][:8]
+    for text, mr, row in zip(texts, mrs, attributes):
+        assert corpus.parse(text).to_mr() == mr
+        names = {dm.attribute_vocab.names[i] for i in row.nonzero().flatten().tolist()}
+        assert names <= {f"{k}={v}" for k, v in parse_mr(mr).items()}  # validation may hold unseen values
+        assert len(names) >= 2
+
+
+def test_data_module_reads_a_condition_column_from_csv(tmp_path):
+    path = tmp_path / "e2e.csv"
+    rows = ['mr,ref'] + [f'"name[N{i % 3}], food[{("French", "Thai")[i % 2]}]","N{i % 3} serves food {i}."'
+                         for i in range(40)] + ['"name[X]",']  # a row without text is skipped
+    path.write_text("\n".join(rows) + "\n")
+    dm = TextDataModule(dataset=str(path), text_column="ref", condition_column="mr", batch_size=4)
+    train, val = dm.conditions()
+    assert len(train) + len(val) == 40 and len(dm.texts()[0]) == len(train)
+    assert dm.attribute_vocab.names == ["food=french", "food=thai", "name=n0", "name=n1", "name=n2"]
+    with pytest.raises(ValueError, match="no column 'meaning'"):
+        TextDataModule(dataset=str(path), text_column="ref", condition_column="meaning").texts()
+    txt = tmp_path / "a.txt"
+    txt.write_text("one\ntwo\n")
+    with pytest.raises(ValueError, match="needs a json/csv/hub dataset"):
+        TextDataModule(dataset=str(txt), condition_column="mr").texts()
+    with pytest.raises(ValueError, match="packing=false"):
+        TextDataModule(condition_column="mr", packing=True)
+
+
+def conditioned_model(dm, **kw):
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sample_steps=4,
+                attributes=dm.attribute_names())
+    args.update(kw)
+    return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
+
+
+def test_guidance_scale_interpolates_log_probabilities():
+    torch.manual_seed(0)
+    dm = TextDataModule(num_examples=64, condition_column="mr")
+    model = conditioned_model(dm)
+    with torch.no_grad():  # make the attributes matter at initialisation
+        model.net.attribute.weight.normal_()
+    net, sde = model.net.eval(), model.sde
+    attrs = model.encode_attributes({"food": "french"}, 3)
+    x, t = torch.randn(3, 40, 8), torch.full((3,), 0.5)
+
+    def logp(a):
+        return net(x, sde.log_snr(t).float(), attributes=a)[0].log_softmax(-1)
+
+    cond, uncond = logp(attrs), logp(torch.zeros_like(attrs))
+    assert not torch.allclose(cond, uncond, atol=1e-3)
+    for s, want in ((1.0, cond), (0.0, uncond), (2.5, uncond + 2.5 * (cond - uncond))):
+        d = Denoiser(net, sde, temperature=1.0, self_condition=False, attributes=attrs, guidance_scale=s)
+        d(x, t)
+        assert torch.allclose(d.logits.log_softmax(-1), want.log_softmax(-1), atol=1e-4), s
+
+
+def test_conditioning_is_learned(tmp_path):
+    """After a short run the true records make the held-out text more likely than no record."""
+    L.seed_everything(0)
+    dm = TextDataModule(num_examples=2000, batch_size=32, condition_column="mr")
+    model = conditioned_model(dm, width=64, depth=2, lr=3e-3, self_condition=0.0)
+    trainer = L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    ids, _, attrs = next(iter(dm.val_dataloader()))
+    t = torch.full((len(ids),), 0.6, dtype=torch.float64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        given = model.diffusion_loss(model.net, ids, t, False, attributes=attrs)[0].mean()
+        torch.manual_seed(1)
+        none = model.diffusion_loss(model.net, ids, t, False, attributes=torch.zeros_like(attrs))[0].mean()
+    assert given < none - 0.1, (float(given), float(none))
+
+
+def test_sampling_with_attributes_and_its_errors():
+    dm = TextDataModule(num_examples=64, condition_column="mr")
+    model = conditioned_model(dm)
+    gen = model.sample_ids(4, seed=0, attributes="food[french], area[riverside]", guidance_scale=2.0,
+                           method="euler_maruyama", steps=3)
+    assert gen.ids.shape == (4, 40)
+    records = dm.conditions()[0][:2]
+    assert model.sample_ids(2, seed=0, attributes=records).ids.shape == (2, 40)  # one record per sample
+    with pytest.raises(ValueError, match="3 attribute requests for 2 samples"):
+        model.sample_ids(2, attributes=records + records[:1])
+    plain = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    with pytest.raises(ValueError, match="trained without attributes"):
+        plain.sample_ids(2, attributes={"food": "french"})
