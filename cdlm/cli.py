@@ -61,10 +61,9 @@ class CDLMCLI(LightningCLI):
 
 def run_lightning(args: list[str]) -> None:
     from cdlm.data import TextDataModule
-    from cdlm.lm import LanguageModel
 
     CDLMCLI(
-        LanguageModel,
+        L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
         TextDataModule,
         subclass_mode_model=True,
         parser_class=OneLineParser,
@@ -90,7 +89,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clamp_below_t", type=float, default=None, help="snap x0 to embeddings below this t")
     p.add_argument("--restarts", type=int, default=None, help="restart passes after the first solve")
     p.add_argument("--restart_log_snr", type=float, default=None, help="log-SNR the restarts re-noise to")
+    p.add_argument("--restart_log_snr_end", type=float, default=None,
+                   help="log-SNR of the last restart (the level moves linearly from --restart_log_snr)")
     p.add_argument("--restart_steps", type=int, default=None, help="solver steps per restart pass")
+    p.add_argument("--rounding", choices=("logits", "nearest", "last"), default=None,
+                   help="how vectors become tokens (default: the model's); last skips the final call")
     p.add_argument("--commit", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
                    help="decide positions in order of confidence (true/false; default: the model's)")
     p.add_argument("--anchor", action="append", default=[], metavar="POS=WORD",
@@ -103,6 +106,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="condition on an attribute, e.g. food=french (models fit with a condition_column); repeatable")
     p.add_argument("--guidance_scale", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's; 1 = plain conditional)")
+    p.add_argument("--classifier_ckpt", default=None,
+                   help="an AttributeClassifier trained on this model: its gradient guides towards --attribute")
+    p.add_argument("--classifier_scale", type=float, default=1.0, help="weight of the classifier's gradient")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -119,7 +125,8 @@ def _check(args) -> None:
 def _sample(model, args, attributes=None):
     from cdlm.constraints import parse_anchor
 
-    overridable = ("temperature", "clamp_below_t", "restarts", "restart_log_snr", "restart_steps", "commit",
+    overridable = ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
+                   "restart_steps", "commit",
                    "template", "prefix", "suffix", "length", "guidance_scale")
     options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
     if args.anchor:
@@ -127,12 +134,30 @@ def _sample(model, args, attributes=None):
     attributes = attributes if attributes is not None else args.attribute or None
     if attributes is not None:
         options["attributes"] = attributes
+    if args.classifier_ckpt:
+        from cdlm.evaluate import load_checkpoint
+
+        if attributes is None:
+            raise ValueError("--classifier_ckpt guides towards attributes: give --attribute or --attributes_from_data")
+        options["classifier"] = load_checkpoint(args.classifier_ckpt, args.device)[0]
+        if not hasattr(options["classifier"], "log_prob"):
+            raise ValueError(f"--classifier_ckpt {args.classifier_ckpt!r} is not an AttributeClassifier checkpoint")
+        options["classifier_scale"] = args.classifier_scale
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
     gen = model.sample_ids(
         args.num_samples, method=args.method, steps=args.steps, seed=args.seed, batch_size=args.batch_size, **options
     )
     return gen, time.perf_counter() - start
+
+
+def _load_generator(path: str, device: str):
+    from cdlm.evaluate import load_checkpoint
+
+    model, data_hparams = load_checkpoint(path, device)
+    if not hasattr(model, "sample_ids"):
+        raise ValueError(f"{path!r} holds an {type(model).__name__}, which does not generate; give it as --classifier_ckpt")
+    return model, data_hparams
 
 
 def cmd_sample(argv: list[str]) -> None:
@@ -143,7 +168,7 @@ def cmd_sample(argv: list[str]) -> None:
     _check(args)
     from cdlm.evaluate import load_checkpoint
 
-    model, _ = load_checkpoint(args.ckpt_path, args.device)
+    model, _ = _load_generator(args.ckpt_path, args.device)
     gen, _ = _sample(model, args)
     texts = model.decode(gen.ids)
     if args.output:
@@ -173,7 +198,7 @@ def cmd_eval(argv: list[str]) -> None:
     from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, rejection_sample, sample_metrics
     from cdlm.generation import Generation
 
-    model, data_hparams = load_checkpoint(args.ckpt_path, args.device)
+    model, data_hparams = _load_generator(args.ckpt_path, args.device)
     reference = load_checkpoint(args.reference_ckpt, args.device)[0] if args.reference_ckpt else None
     data = None
     if data_hparams:
@@ -236,8 +261,10 @@ def cmd_eval(argv: list[str]) -> None:
         result["constraint_satisfaction"] = float(constraints.satisfied(gen.ids).float().mean())
     if requests is not None:
         requests = requests[: len(texts)]
-        if not left_to_right:
+        if not left_to_right and h.get("attributes"):
             result["guidance_scale"] = h.guidance_scale if args.guidance_scale is None else args.guidance_scale
+        if args.classifier_ckpt:
+            result["classifier_scale"] = args.classifier_scale
         result["attribute_accuracy"] = attribute_accuracy(texts, requests, embedded)
         if embedded and args.attributes_from_data:  # a whole record asked: nothing else may be said
             result["attribute_exact"] = attribute_accuracy(texts, requests, embedded, exact=True)

@@ -58,7 +58,7 @@ class DiffusionLM(LanguageModel):
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
-            restart_log_snr, restart_steps, commit: the default sampler used by `generate`, validation
+            restart_log_snr, restart_log_snr_end, restart_steps, commit: the default sampler used by `generate`, validation
             samples and `cdlm sample`/`eval` (see `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
@@ -103,6 +103,7 @@ class DiffusionLM(LanguageModel):
         rounding: str = "logits",
         restarts: int = 0,
         restart_log_snr: float = -1.5,
+        restart_log_snr_end: float | None = None,
         restart_steps: int = 10,
         commit: bool = False,
         val_samples: int = 64,
@@ -218,16 +219,15 @@ class DiffusionLM(LanguageModel):
         prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
         return recon + diff + prior
 
-    def encode_attributes(self, attributes, num_samples: int) -> torch.Tensor:
-        """Multi-hot conditions [N, A] from one attribute request or a list of N."""
-        if self.attribute_vocab is None:
-            raise ValueError("this model was trained without attributes (fit with --data.condition_column)")
+    @staticmethod
+    def attribute_requests(attributes, num_samples: int) -> list[dict[str, str]]:
+        """N attribute requests ({key: value}) from one request or a list of N."""
         # a list of mappings or of MR strings is one request per sample; KEY=VALUE strings are one request
         per_sample = isinstance(attributes, (list, tuple)) and any(not isinstance(a, str) or "[" in a for a in attributes)
         requests = [parse_attributes(a) for a in attributes] if per_sample else [parse_attributes(attributes)] * num_samples
         if len(requests) != num_samples:
             raise ValueError(f"{len(requests)} attribute requests for {num_samples} samples")
-        return self.attribute_vocab.encode(requests).to(self.device)
+        return requests
 
     def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
         return self.nll_bound(ids)
@@ -272,7 +272,8 @@ class DiffusionLM(LanguageModel):
     def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
                    seed: int | None = None, use_ema: bool = True, anchors=None, prefix: str | None = None,
                    suffix: str | None = None, template: str | None = None, length: int | None = None,
-                   attributes=None, guidance_scale: float | None = None, **options):
+                   attributes=None, guidance_scale: float | None = None, classifier=None,
+                   classifier_scale: float = 1.0, **options):
         """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
 
         Control (see `cdlm.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
@@ -282,16 +283,28 @@ class DiffusionLM(LanguageModel):
         `attributes` (models trained with a `condition_column`): one request for all samples,
         as {"food": "french"}, "food[french], area[riverside]" or ["food=french"], or a list of
         N such requests, one per sample; `guidance_scale` overrides the classifier-free scale.
+        With a `classifier` (`cdlm.AttributeClassifier` trained on this model) the request also
+        guides by its gradient, weighted by `classifier_scale`; this works for unconditional models.
         """
         h = self.hparams
         if attributes is not None:
-            options["attributes"] = self.encode_attributes(attributes, num_samples)
-            options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
+            requests = self.attribute_requests(attributes, num_samples)
+            if self.attribute_vocab is None and classifier is None:
+                raise ValueError("this model was trained without attributes (fit with --data.condition_column) "
+                                 "and no attribute classifier was given")
+            if self.attribute_vocab is not None:
+                options["attributes"] = self.attribute_vocab.encode(requests).to(self.device)
+                options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
+            if classifier is not None:
+                classifier = classifier.to(self.device).eval()
+                options.update(classifier=classifier, classifier_targets=classifier.encode(requests),
+                               classifier_scale=classifier_scale)
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
             options.setdefault("known_ids", c.known_ids)
             options.setdefault("logit_bias", c.logit_bias)
-        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_steps", "commit"):
+        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
+                    "restart_steps", "commit"):
             options.setdefault(key, h[key])
         options.setdefault("clean_known", h.clean_context > 0)
         generator = None

@@ -31,11 +31,13 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu"):
     ckpt = read_checkpoint(path, device)
     hparams = dict(ckpt["hyper_parameters"])
     hparams.pop("_instantiator", None)
-    class_path = hparams.pop("_class_path", "cdlm.DiffusionLM")
+    class_path = hparams.pop("_class_path", None) or ckpt.get("class_path", "cdlm.DiffusionLM")
     module_name, _, class_name = class_path.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     model = cls(**hparams)
     model.load_state_dict(ckpt["state_dict"])
+    if not hasattr(model, "sample_ids") and not hasattr(model, "log_prob"):
+        raise ValueError(f"checkpoint {path!r} holds a {class_name}, not a cdlm model")
     data_hparams = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return model.to(device).eval(), data_hparams
 

@@ -16,7 +16,9 @@ import torch
 import solvers
 from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
 
-ROUNDINGS = ("logits", "nearest")
+# logits: argmax of one more call at the end time; nearest: embedding nearest to that call's x0;
+# last: argmax of the last solver call, no extra call (one NFE less per pass, for short restarts)
+ROUNDINGS = ("logits", "nearest", "last")
 
 
 @dataclass
@@ -38,18 +40,24 @@ class Denoiser:
     With `attributes` [B, A] the network is conditioned on them; a `guidance_scale` s other
     than 1 also runs it unconditioned (one doubled batch) and guides the token log-probabilities,
     log p_u + s (log p_c - log p_u) (classifier-free guidance).
+
+    With a `classifier` (`cdlm.classifier.AttributeClassifier`) and its `classifier_targets`
+    [B, A], the gradient of log p(targets | x_t) joins the score with weight `classifier_scale`:
+    as score = (α x0 - x_t) / σ², x0 moves by scale · σ²/α · ∇ log p (classifier guidance).
     """
 
     def __init__(self, net: ScoreNetwork, sde, temperature: float = 1.0, self_condition: bool = True,
                  known_ids: torch.Tensor | None = None, clean_known: bool = False, commit: bool = False,
                  logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                 attributes: torch.Tensor | None = None, guidance_scale: float = 1.0):
+                 attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0):
         self.net, self.sde, self.temperature = net, sde, temperature
         self.self_condition = self_condition and net.self_condition
         self.known_ids, self.clean_known, self.commit = known_ids, clean_known, commit
         self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
         self.generator = generator
         self.attributes, self.guidance_scale = attributes, guidance_scale
+        self.classifier, self.classifier_targets, self.classifier_scale = classifier, classifier_targets, classifier_scale
         self.noise: torch.Tensor | None = None  # fixed ε of the forward-noised known tokens
         self.x0_prev: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
@@ -79,6 +87,8 @@ class Denoiser:
                     self.noise = torch.randn(x_t.shape, generator=self.generator, device=x_t.device, dtype=x_t.dtype)
                 x_in = torch.where(mask[..., None], self.sde.perturb(e_known, t, self.noise), x_t)
         logits, x0 = self._network(x_in, lam, prev)
+        if self.classifier is not None and self.classifier_scale:
+            x0 = x0 + self._classifier_shift(x_in, t, log_snr)
         if self.logit_bias is not None:
             logits = logits + self.logit_bias
             if self.net.interpolate:
@@ -91,6 +101,15 @@ class Denoiser:
             self._commit(logits, float(t.max()))
         self.logits, self.x0_prev = logits, x0
         return x0
+
+    def _classifier_shift(self, x_t: torch.Tensor, t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x = x_t.detach().float().requires_grad_(True)
+            log_p = self.classifier.log_prob(x, log_snr.float(), self.classifier_targets).sum()
+            (grad,) = torch.autograd.grad(log_p, x)
+        alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
+        factor = (sigma**2 / alpha).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        return (self.classifier_scale * factor * grad).to(x_t.dtype)
 
     def _network(self, x_in, lam, prev):
         a, s = self.attributes, self.guidance_scale
@@ -150,6 +169,7 @@ def generate_ids(
     rounding: str = "logits",
     restarts: int = 0,
     restart_log_snr: float = -1.5,
+    restart_log_snr_end: float | None = None,
     restart_steps: int = 10,
     commit: bool = False,
     known_ids: torch.Tensor | None = None,
@@ -159,6 +179,9 @@ def generate_ids(
     batch_size: int = 256,
     attributes: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    classifier=None,
+    classifier_targets: torch.Tensor | None = None,
+    classifier_scale: float = 1.0,
     **solver_options,
 ) -> Generation:
     """Sample `num_samples` id sequences of length `seq_len` from noise.
@@ -167,11 +190,14 @@ def generate_ids(
     (anchors, templates, prefixes); `commit` decides the free positions in order of confidence
     (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context);
     `logit_bias` [L, V] bans tokens where it is -inf (length control); `attributes` [num_samples, A]
-    condition each sample, guided with `guidance_scale` (see `Denoiser`).
+    condition each sample, guided with `guidance_scale`; a `classifier` guides towards its
+    `classifier_targets` [num_samples, A'] with `classifier_scale` (see `Denoiser`).
 
     With `restarts` > 0, the rounded result is re-noised to log-SNR `restart_log_snr` and
     solved again in `restart_steps` steps, that many times (restart sampling, Xu et al. 2023):
-    each pass lets every position revise itself given a nearly decided sentence.
+    each pass lets every position revise itself given a nearly decided sentence. With
+    `restart_log_snr_end`, the level moves linearly from `restart_log_snr` (first restart) to it
+    (last): coarse revisions first, fine ones last.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -182,10 +208,14 @@ def generate_ids(
     if restarts < 0 or restart_steps < 1:
         raise ValueError(f"restarts must be >= 0 and restart_steps >= 1, got {restarts} and {restart_steps}")
     device = next(net.parameters()).device
+    if classifier is not None and not torch.allclose(classifier.embedding.to(device), net.embedding.table().float(), atol=1e-5):
+        raise ValueError("the classifier was trained on another model's embeddings; train it on this checkpoint")
     d = net.embedding.weight.shape[1]
     t_end = solver_options.pop("t_end", None)
     t_end = float(sde.t_min_default if t_end is None else t_end)
-    t_restart = float(sde.t_from_log_snr(torch.tensor(restart_log_snr, dtype=torch.float64)))
+    end = restart_log_snr if restart_log_snr_end is None else restart_log_snr_end
+    levels = torch.linspace(restart_log_snr, end, max(restarts, 1), dtype=torch.float64)
+    t_restarts = [float(t) for t in sde.t_from_log_snr(levels)]
     x0_hook = clamp_hook(net, sde, clamp_below_t) if clamp_below_t > 0 else None
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
@@ -196,11 +226,13 @@ def generate_ids(
         denoiser = Denoiser(net, sde, temperature, known_ids=known, clean_known=clean_known, commit=commit,
                             logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator,
                             attributes=None if attributes is None else attributes[start : start + n].to(device),
-                            guidance_scale=guidance_scale)
+                            guidance_scale=guidance_scale, classifier=classifier,
+                            classifier_targets=None if classifier_targets is None else classifier_targets[start : start + n],
+                            classifier_scale=classifier_scale)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(restarts + 1):
-            t_from, pass_steps = (1.0, steps) if k == 0 else (t_restart, restart_steps)
+            t_from, pass_steps = (1.0, steps) if k == 0 else (t_restarts[k - 1], restart_steps)
             if k:
                 noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
                 x = sde.perturb(net.embedding(ids).to(x.dtype), torch.full((n,), t_from, device=device), noise)
@@ -208,9 +240,10 @@ def generate_ids(
                 denoiser, sde, x, method=method, steps=pass_steps, t_start=t_from, t_end=t_end,
                 generator=generator, x0_hook=x0_hook, **solver_options,
             )
-            denoiser(result.x, torch.full((n,), t_end, device=device))  # logits at the end time
-            ids = denoiser.logits.argmax(-1) if rounding == "logits" else net.embedding.nearest(denoiser.x0_prev)
-            calls += result.nfe + 1
+            if rounding != "last":
+                denoiser(result.x, torch.full((n,), t_end, device=device))  # logits at the end time
+            ids = net.embedding.nearest(denoiser.x0_prev) if rounding == "nearest" else denoiser.logits.argmax(-1)
+            calls += result.nfe + (rounding != "last")
         chunks.append(ids)
         nfe = max(nfe, calls)
     return Generation(torch.cat(chunks), nfe)

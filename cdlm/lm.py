@@ -28,7 +28,29 @@ def training_progress(trainer) -> float:
     return min(1.0, max(fractions)) if fractions else 0.0
 
 
-class LanguageModel(L.LightningModule):
+class StepModule(L.LightningModule):
+    """What every cdlm Lightning module shares: each step is `_loss(batch, stage)`, validation and
+    test draw fixed randomness per batch index (losses comparable across validations), and
+    checkpoints name their class (for `cdlm.evaluate.load_checkpoint`)."""
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["class_path"] = f"{type(self).__module__}.{type(self).__name__}"
+
+    def training_step(self, batch, batch_idx):
+        return self._loss(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_idx)
+            return self._loss(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_idx)
+            return self._loss(batch, "test")
+
+
+class LanguageModel(StepModule):
     """Base class; subclasses build `self.net` and implement `_loss(batch, stage)`,
     `sample_ids(num_samples, seed=..., ...) -> Generation` and `sequence_nll(ids) -> [B] nats`."""
 
@@ -39,20 +61,6 @@ class LanguageModel(L.LightningModule):
         self.tokenizer = load_tokenizer(tokenizer_json)
         self.pad_id = self.tokenizer.token_to_id(PAD)
         self.attribute_vocab = AttributeVocab(attributes) if attributes else None
-
-    def training_step(self, batch, batch_idx):
-        return self._loss(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        # fixed randomness per batch index: validation loss comparable across validations
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch_idx)
-            return self._loss(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(batch_idx)
-            return self._loss(batch, "test")
 
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters())}]

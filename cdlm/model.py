@@ -166,6 +166,24 @@ class ScoreNetwork(nn.Module):
         return logits, x0.to(x_t.dtype)
 
 
+class NoisyAttributeClassifier(nn.Module):
+    """Noisy embeddings x_t [B, L, d] at log-SNR λ [B] → attribute logits [B, A] (independent
+    yes/no per attribute): the classifier whose gradient guides sampling (Diffusion-LM's
+    plug-and-play control)."""
+
+    def __init__(self, embed_dim: int, num_attributes: int, width: int, depth: int, heads: int, max_len: int):
+        super().__init__()
+        self.inp = nn.Linear(embed_dim, width)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.backbone = Backbone(width, depth, heads, max_len, 0.0, conditioned=True)
+        self.head = nn.Linear(width, num_attributes)
+
+    def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features))[:, None, :]
+        h = self.backbone(self.inp(x_t) + cond, cond)
+        return self.head(h.mean(1)).float()
+
+
 class CausalLM(nn.Module):
     """The autoregressive baseline: the same backbone with a causal mask, tied embeddings."""
 

@@ -94,7 +94,7 @@ def test_guidance_scale_interpolates_log_probabilities():
     with torch.no_grad():  # make the attributes matter at initialisation
         model.net.attribute.weight.normal_()
     net, sde = model.net.eval(), model.sde
-    attrs = model.encode_attributes({"food": "french"}, 3)
+    attrs = model.attribute_vocab.encode(model.attribute_requests({"food": "french"}, 3))
     x, t = torch.randn(3, 40, 8), torch.full((3,), 0.5)
 
     def logp(a):
@@ -139,3 +139,50 @@ def test_sampling_with_attributes_and_its_errors():
     plain = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
     with pytest.raises(ValueError, match="trained without attributes"):
         plain.sample_ids(2, attributes={"food": "french"})
+
+
+def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
+    """The plug-and-play classifier: trained on a diffusion checkpoint's embeddings, it stands
+    alone, and its gradient shifts x0 by scale · σ²/α · ∇ log p."""
+    from cdlm.classifier import AttributeClassifier
+    from cdlm.evaluate import load_checkpoint
+
+    L.seed_everything(0)
+    dm = TextDataModule(num_examples=200, batch_size=16, condition_column="mr")
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    path = tmp_path / "diffusion.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    clf = AttributeClassifier(str(path), dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1, heads=2)
+    assert torch.allclose(clf.embedding, model.ema.embedding.table())
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(clf, dm)
+    trainer.save_checkpoint(tmp_path / "clf.ckpt")
+    path.unlink()  # the classifier's checkpoint carries the embeddings itself
+    clf, _ = load_checkpoint(str(tmp_path / "clf.ckpt"))
+    assert torch.allclose(clf.embedding, model.ema.embedding.table())
+
+    net, sde = model.ema.eval(), model.sde
+    targets = clf.encode([{"food": "french"}] * 2)
+    x, t = torch.randn(2, 40, 8), torch.full((2,), 0.4, dtype=torch.float64)
+    plain = Denoiser(net, sde, self_condition=False)(x, t)
+    guided = Denoiser(net, sde, self_condition=False, classifier=clf, classifier_targets=targets, classifier_scale=3.0)(x, t)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(clf.log_prob(xg, sde.log_snr(t).float(), targets).sum(), xg)
+    factor = (sde.sigma(t) ** 2 / sde.alpha(t)).float().view(-1, 1, 1)
+    assert grad.abs().sum() > 0
+    assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
+    # it works for a model never trained with attributes, and refuses another model's embeddings
+    assert model.sample_ids(2, seed=0, steps=3, attributes={"food": "french"}, classifier=clf).ids.shape == (2, 40)
+    other = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    with pytest.raises(ValueError, match="another model's embeddings"):
+        other.sample_ids(2, steps=3, attributes={"food": "french"}, classifier=clf)
+
+
+def test_last_rounding_saves_one_call_per_pass_and_restart_levels_anneal():
+    dm = TextDataModule(num_examples=64)
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    full = model.sample_ids(2, seed=0, method="ddim", steps=4, restarts=3, restart_steps=1)
+    last = model.sample_ids(2, seed=0, method="ddim", steps=4, restarts=3, restart_steps=1, rounding="last",
+                            restart_log_snr=-2.0, restart_log_snr_end=0.0)
+    assert full.nfe == (4 + 1) + 3 * (1 + 1) and last.nfe == 4 + 3 * 1

@@ -68,6 +68,20 @@ def test_attribute_control_from_the_command_line(tmp_path, fit, tiny_ckpt, tiny_
     assert "food='thai' was never seen" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "food=thai")
     assert "not KEY=VALUE" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "french")
     assert "trained without attributes" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--attribute", "food=french")
+    # plug-and-play: a classifier fit on the unconditional model's embeddings guides it
+    clf = tmp_path / "clf"
+    main(["fit", "--model=cdlm.AttributeClassifier", f"--model.diffusion_ckpt={tiny_ckpt}", "--model.width=32",
+          "--model.depth=1", "--model.heads=2", "--data.num_examples=400", "--data.condition_column=mr",
+          "--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+          f"--trainer.default_root_dir={clf}", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+          f"--trainer.callbacks.dirpath={clf}", "--trainer.callbacks.save_last=true"])
+    guided = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--classifier_ckpt", str(clf / "last.ckpt"),
+                            "--attribute", "food=french", "--classifier_scale", "2", "--num_samples", "2", "--steps", "2",
+                            "--nll_batches", "0"))
+    assert guided["classifier_scale"] == 2.0 and "attribute_accuracy" in guided
+    assert "does not generate" in fails(capsys, "sample", "--ckpt_path", str(clf / "last.ckpt"))
+    assert "not a DiffusionLM" in fails(capsys, "fit", "--model=cdlm.AttributeClassifier", f"--model.diffusion_ckpt={tiny_ar_ckpt}",
+                                        "--data.num_examples=400", "--data.condition_column=mr", "--trainer.max_steps=1")
     # the left-to-right baseline meets an attribute only by rejection
     ar = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ar_ckpt), "--num_samples", "2", "--attribute",
                         "food=french", "--time_budget", "1", "--nll_batches", "0"))
