@@ -266,6 +266,8 @@ def cmd_eval(argv: list[str]) -> None:
         if args.classifier_ckpt:
             result["classifier_scale"] = args.classifier_scale
         result["attribute_accuracy"] = attribute_accuracy(texts, requests, embedded)
+        if embedded:  # the values' words appear, valid sentence or not (what E2E's accuracy measures)
+            result["attribute_mention"] = attribute_accuracy(texts, requests, embedded=False)
         if embedded and args.attributes_from_data:  # a whole record asked: nothing else may be said
             result["attribute_exact"] = attribute_accuracy(texts, requests, embedded, exact=True)
     if reference is not None:

@@ -64,7 +64,7 @@ def test_attribute_control_from_the_command_line(tmp_path, fit, tiny_ckpt, tiny_
     assert len(out.read_text().splitlines()) == 2
     result = json.loads(run(capsys, "eval", "--ckpt_path", str(ckpt), "--num_samples", "4", "--steps", "3",
                             "--attributes_from_data", "--nll_batches", "1"))
-    assert {"attribute_accuracy", "attribute_exact", "guidance_scale", "nll_bits_per_token"} <= result.keys()
+    assert {"attribute_accuracy", "attribute_exact", "attribute_mention", "guidance_scale", "nll_bits_per_token"} <= result.keys()
     assert "food='thai' was never seen" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "food=thai")
     assert "not KEY=VALUE" in fails(capsys, "sample", "--ckpt_path", str(ckpt), "--attribute", "french")
     assert "trained without attributes" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--attribute", "food=french")
