@@ -75,7 +75,8 @@ class AutoregressiveLM(LanguageModel):
                    steps: int | None = None, **unsupported):
         """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix`; stops early
         once every row has emitted a pad. `method`/`steps` are accepted and ignored (one pass)."""
-        unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False)}
+        # lengths "from the data" are what a left-to-right model samples anyway
+        unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False) and (k, v) != ("length", "data")}
         if unsupported:
             raise ValueError(f"an autoregressive model cannot take {', '.join(sorted(unsupported))}; "
                              "it writes left to right and only takes a prefix")

@@ -101,7 +101,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, help='e.g. "the ___ serves ___ food ." (one ___ per token)')
     p.add_argument("--prefix", default=None)
     p.add_argument("--suffix", default=None, help="needs --length or --template")
-    p.add_argument("--length", type=int, default=None, help="exact number of tokens")
+    p.add_argument("--length", type=_length, default=None,
+                   help='exact number of tokens, or "data": each sample draws one from the training texts\' lengths')
     p.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE",
                    help="condition on an attribute, e.g. food=french (models fit with a condition_column); repeatable")
     p.add_argument("--guidance_scale", type=float, default=None,
@@ -111,6 +112,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier_scale", type=float, default=1.0, help="weight of the classifier's gradient")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _length(value: str):
+    if value == "data":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{value!r} is neither a number of tokens nor "data"') from None
 
 
 def _check(args) -> None:
@@ -221,12 +231,13 @@ def cmd_eval(argv: list[str]) -> None:
     elif args.attribute:
         requests = [parse_attributes(args.attribute)] * args.num_samples
     constraints, rejection = None, {}
-    if args.anchor or args.template or args.prefix or args.suffix or args.length is not None:
+    exact_length = args.length if isinstance(args.length, int) else None  # "data" is a distribution, not a constraint
+    if args.anchor or args.template or args.prefix or args.suffix or exact_length is not None:
         constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
-                                        args.prefix, args.suffix, args.template, args.length)
+                                        args.prefix, args.suffix, args.template, exact_length)
     left_to_right = model.hparams.get("sample_method") is None
     if left_to_right and (requests is not None or constraints is not None and (
-        args.anchor or args.template or args.suffix or args.length is not None
+        args.anchor or args.template or args.suffix or exact_length is not None
     )):  # a left-to-right model: the only way is to sample and reject
         if args.attributes_from_data:
             raise ValueError("an autoregressive model cannot meet a different request per sample; give --attribute")

@@ -228,6 +228,14 @@ class TextDataModule(L.LightningDataModule):
         self._attribute_vocab = None if names is None else AttributeVocab(names)
         self.train_set = self.val_set = None
 
+    def length_counts(self) -> list[int] | None:
+        """How many training examples have 0..seq_len tokens (None for packed text, which has no lengths)."""
+        if self.hparams.packing:
+            return None
+        self.setup()
+        mask = self.train_set.tensors[1]
+        return torch.bincount(mask.sum(1), minlength=self.hparams.seq_len + 1).tolist()
+
     def tokenizer_json(self) -> str:
         """The tokenizer as a JSON string, the form in which it travels inside checkpoints."""
         return self.tokenizer.to_str()

@@ -69,6 +69,8 @@ class DiffusionLM(LanguageModel):
             subset (e.g. just food=french) is a condition the model knows.
         guidance_scale: default classifier-free guidance scale s: log-probabilities
             log p_u + s (log p_c - log p_u); 1 is the plain conditional model, 0 unconditional.
+        length_counts: how many training texts have 0..seq_len tokens, filled in from the data
+            module when training starts; `generate(length="data")` draws lengths from it.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class DiffusionLM(LanguageModel):
         condition_dropout: float = 0.1,
         attribute_dropout: float = 0.3,
         guidance_scale: float = 1.0,
+        length_counts: list[int] | None = None,
     ):
         super().__init__(tokenizer_json, attributes)
         if time_sampling not in TIME_SAMPLINGS:
@@ -143,6 +146,11 @@ class DiffusionLM(LanguageModel):
         self.time_warp = LossWarp() if time_sampling == "warped" else None
 
     # ---------------------------------------------------------------- training
+    def on_fit_start(self):
+        counts = getattr(self.trainer.datamodule, "length_counts", None)
+        if self.hparams.length_counts is None and counts is not None:
+            self.hparams.length_counts = counts()  # saved with the checkpoint's hyperparameters
+
     def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
         """Training times [B]; `warped=False` skips the loss warp (validation compares variants
         at the same times)."""
@@ -219,6 +227,14 @@ class DiffusionLM(LanguageModel):
         prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
         return recon + diff + prior
 
+    def data_lengths(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
+        """`num_samples` lengths drawn from the training data's length distribution."""
+        counts = self.hparams.length_counts
+        if not counts:
+            raise ValueError("this checkpoint has no length distribution (trained on packed text, or before it was recorded)")
+        g = torch.Generator().manual_seed(seed if seed is not None else 0)
+        return torch.multinomial(torch.tensor(counts, dtype=torch.float), num_samples, replacement=True, generator=g)
+
     @staticmethod
     def attribute_requests(attributes, num_samples: int) -> list[dict[str, str]]:
         """N attribute requests ({key: value}) from one request or a list of N."""
@@ -271,14 +287,15 @@ class DiffusionLM(LanguageModel):
     # ---------------------------------------------------------------- sampling
     def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
                    seed: int | None = None, use_ema: bool = True, anchors=None, prefix: str | None = None,
-                   suffix: str | None = None, template: str | None = None, length: int | None = None,
+                   suffix: str | None = None, template: str | None = None, length: int | str | None = None,
                    attributes=None, guidance_scale: float | None = None, classifier=None,
                    classifier_scale: float = 1.0, **options):
         """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
 
         Control (see `cdlm.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
         `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
-        the ends, `length` the number of tokens. They hold at every solver step, for every method.
+        the ends, `length` the number of tokens ("data": each sample's drawn from the training
+        texts' lengths). They hold at every solver step, for every method.
 
         `attributes` (models trained with a `condition_column`): one request for all samples,
         as {"food": "french"}, "food[french], area[riverside]" or ["food=french"], or a list of
@@ -299,6 +316,8 @@ class DiffusionLM(LanguageModel):
                 classifier = classifier.to(self.device).eval()
                 options.update(classifier=classifier, classifier_targets=classifier.encode(requests),
                                classifier_scale=classifier_scale)
+        if length == "data":
+            options["lengths"], options["pad_id"], length = self.data_lengths(num_samples, seed), self.pad_id, None
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
             options.setdefault("known_ids", c.known_ids)

@@ -50,11 +50,13 @@ class Denoiser:
                  known_ids: torch.Tensor | None = None, clean_known: bool = False, commit: bool = False,
                  logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0):
+                 classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0,
+                 pad_banned: torch.Tensor | None = None, pad_id: int = 0):
         self.net, self.sde, self.temperature = net, sde, temperature
         self.self_condition = self_condition and net.self_condition
         self.known_ids, self.clean_known, self.commit = known_ids, clean_known, commit
         self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
+        self.pad_banned, self.pad_id = pad_banned, pad_id  # [B, L]: per-sample lengths
         self.generator = generator
         self.attributes, self.guidance_scale = attributes, guidance_scale
         self.classifier, self.classifier_targets, self.classifier_scale = classifier, classifier_targets, classifier_scale
@@ -89,8 +91,11 @@ class Denoiser:
         logits, x0 = self._network(x_in, lam, prev)
         if self.classifier is not None and self.classifier_scale:
             x0 = x0 + self._classifier_shift(x_in, t, log_snr)
-        if self.logit_bias is not None:
-            logits = logits + self.logit_bias
+        if self.logit_bias is not None or self.pad_banned is not None:
+            if self.logit_bias is not None:
+                logits = logits + self.logit_bias
+            if self.pad_banned is not None:
+                logits[..., self.pad_id] = logits[..., self.pad_id].masked_fill(self.pad_banned, float("-inf"))
             if self.net.interpolate:
                 x0 = (torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()).to(x0.dtype)
         if mask.any():
@@ -182,6 +187,8 @@ def generate_ids(
     classifier=None,
     classifier_targets: torch.Tensor | None = None,
     classifier_scale: float = 1.0,
+    lengths: torch.Tensor | None = None,
+    pad_id: int = 0,
     **solver_options,
 ) -> Generation:
     """Sample `num_samples` id sequences of length `seq_len` from noise.
@@ -191,7 +198,8 @@ def generate_ids(
     (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context);
     `logit_bias` [L, V] bans tokens where it is -inf (length control); `attributes` [num_samples, A]
     condition each sample, guided with `guidance_scale`; a `classifier` guides towards its
-    `classifier_targets` [num_samples, A'] with `classifier_scale` (see `Denoiser`).
+    `classifier_targets` [num_samples, A'] with `classifier_scale` (see `Denoiser`). `lengths`
+    [num_samples] gives each sample its number of tokens: `pad_id` after it, none before.
 
     With `restarts` > 0, the rounded result is re-noised to log-SNR `restart_log_snr` and
     solved again in `restart_steps` steps, that many times (restart sampling, Xu et al. 2023):
@@ -220,15 +228,23 @@ def generate_ids(
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        known = None
+        known, pad_banned = None, None
         if known_ids is not None:
             known = known_ids.to(device).expand(num_samples, seq_len)[start : start + n].clone()
+        if lengths is not None:
+            if known is None:
+                known = torch.full((n, seq_len), -1, dtype=torch.long, device=device)
+            after = torch.arange(seq_len, device=device)[None] >= lengths[start : start + n, None].to(device)
+            if (known[after] >= 0).any():
+                raise ValueError("known tokens lie beyond a sampled length")
+            known[after] = pad_id
+            pad_banned = ~after
         denoiser = Denoiser(net, sde, temperature, known_ids=known, clean_known=clean_known, commit=commit,
                             logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator,
                             attributes=None if attributes is None else attributes[start : start + n].to(device),
                             guidance_scale=guidance_scale, classifier=classifier,
                             classifier_targets=None if classifier_targets is None else classifier_targets[start : start + n],
-                            classifier_scale=classifier_scale)
+                            classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(restarts + 1):

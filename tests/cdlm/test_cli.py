@@ -53,6 +53,10 @@ def test_sample_and_eval_with_anchors_and_length(tiny_ckpt, tmp_path, capsys):
     assert "two anchors on position 2" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--anchor", "2=pub",
                                                 "--anchor", "2=the")
     assert "has no blank" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--template", "the pub")
+    assert "neither a number of tokens" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--length", "long")
+    result = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--num_samples", "4", "--steps", "2",
+                            "--length", "data", "--nll_batches", "0"))  # lengths drawn from the training texts
+    assert "constraint_satisfaction" not in result and result["nfe"] == 3
     assert "does not fit" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--anchor", "99=pub")
 
 

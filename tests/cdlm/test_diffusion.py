@@ -129,3 +129,21 @@ def test_nll_bound_is_finite_for_every_schedule(schedule):
     dm.setup("fit")
     bound = model.nll_bound(next(iter(dm.train_dataloader()))[0], num_times=2)
     assert bound.shape == (4,) and torch.isfinite(bound).all() and (bound > 0).all()
+
+
+def test_lengths_drawn_from_the_training_data(tmp_path):
+    dm = TextDataModule(num_examples=200, batch_size=16)
+    counts = dm.length_counts()
+    lengths = (dm.train_set.tensors[1].sum(1)).tolist()
+    assert sum(counts) == len(lengths) and counts[max(lengths)] > 0 and len(counts) == 41
+    model = tiny_model(dm)
+    with pytest.raises(ValueError, match="no length distribution"):
+        model.sample_ids(2, length="data")
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path).fit(model, dm)
+    assert model.hparams.length_counts == counts  # recorded when training starts, saved with the checkpoint
+    gen = model.sample_ids(64, seed=0, length="data", anchors={0: "the"})
+    got = (gen.ids != model.pad_id).sum(1)
+    assert torch.equal(got, model.data_lengths(64, seed=0))  # exactly the drawn lengths, anchors kept
+    assert (gen.ids[:, 0] == model.tokenizer.token_to_id("the")).all()
+    assert set(got.tolist()) <= {n for n, c in enumerate(counts) if c}
