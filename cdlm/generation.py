@@ -89,8 +89,6 @@ class Denoiser:
                     self.noise = torch.randn(x_t.shape, generator=self.generator, device=x_t.device, dtype=x_t.dtype)
                 x_in = torch.where(mask[..., None], self.sde.perturb(e_known, t, self.noise), x_t)
         logits, x0 = self._network(x_in, lam, prev)
-        if self.classifier is not None and self.classifier_scale:
-            x0 = x0 + self._classifier_shift(x_in, t, log_snr)
         if self.logit_bias is not None or self.pad_banned is not None:
             if self.logit_bias is not None:
                 logits = logits + self.logit_bias
@@ -98,6 +96,8 @@ class Denoiser:
                 logits[..., self.pad_id] = logits[..., self.pad_id].masked_fill(self.pad_banned, float("-inf"))
             if self.net.interpolate:
                 x0 = (torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()).to(x0.dtype)
+        if self.classifier is not None and self.classifier_scale:
+            x0 = x0 + self._classifier_shift(x_in, t, log_snr)
         if mask.any():
             forced = torch.full_like(logits, float("-inf")).scatter_(-1, known_ids.clamp(min=0)[..., None], 0.0)
             logits = torch.where(mask[..., None], forced, logits)

@@ -172,6 +172,11 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     factor = (sde.sigma(t) ** 2 / sde.alpha(t)).float().view(-1, 1, 1)
     assert grad.abs().sum() > 0
     assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
+    no_bias = torch.zeros(40, model.tokenizer.get_vocab_size())  # length control recomputes x0: the shift survives
+    plain = Denoiser(net, sde, self_condition=False, logit_bias=no_bias)(x, t)
+    guided = Denoiser(net, sde, self_condition=False, logit_bias=no_bias, classifier=clf, classifier_targets=targets,
+                      classifier_scale=3.0)(x, t)
+    assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
     # it works for a model never trained with attributes, and refuses another model's embeddings
     assert model.sample_ids(2, seed=0, steps=3, attributes={"food": "french"}, classifier=clf).ids.shape == (2, 40)
     other = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
