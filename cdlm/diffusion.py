@@ -58,8 +58,9 @@ class DiffusionLM(LanguageModel):
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
-            restart_log_snr, restart_log_snr_end, restart_steps, commit: the default sampler used by `generate`, validation
-            samples and `cdlm sample`/`eval` (see `cdlm.generation.generate_ids`).
+            restart_log_snr, restart_log_snr_end, restart_steps, commit: the default sampler used
+            by `generate`, validation samples and `cdlm sample`/`eval` (see
+            `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
             `condition_column`): the network is then conditioned on each text's attributes.
