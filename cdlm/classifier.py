@@ -10,8 +10,6 @@ of a diffusion model that was never trained with attributes.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +33,12 @@ class AttributeClassifier(StepModule):
             data needs a `condition_column`); the tokenizer must be the diffusion model's.
         width, depth, heads: the classifier transformer.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
-        embed_dim, num_embeddings, schedule, log_snr_min, log_snr_max: read from `diffusion_ckpt`.
+        diffusion: what was read from `diffusion_ckpt` (embedding shape, schedule); leave it
+            unset, a reloaded classifier carries it.
+
+    From the CLI, arguments that DiffusionLM also has (width, depth, heads, lr, weight_decay,
+    warmup_steps) keep DiffusionLM's values unless given: jsonargparse carries init args across
+    a change of class_path. The defaults here equal DiffusionLM's, so either way they hold.
     """
 
     def __init__(
@@ -45,16 +48,12 @@ class AttributeClassifier(StepModule):
         seq_len: int = 40,
         attributes: list[str] | None = None,
         width: int = 128,
-        depth: int = 2,
+        depth: int = 4,
         heads: int = 4,
-        lr: float = 1e-3,
+        lr: float = 2e-3,
         weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        embed_dim: int | None = None,
-        num_embeddings: int | None = None,
-        schedule: str | None = None,
-        log_snr_min: float | None = None,
-        log_snr_max: float | None = None,
+        warmup_steps: int = 200,
+        diffusion: dict | None = None,
     ):
         super().__init__()
         from cdlm.diffusion import make_sde
@@ -63,27 +62,27 @@ class AttributeClassifier(StepModule):
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")
         table = None
-        if diffusion_ckpt is not None and (embed_dim is None or Path(diffusion_ckpt).is_file()):
+        if diffusion is None:  # first construction; a reload has this in its hparams and the table in its state
+            if diffusion_ckpt is None:
+                raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint)")
             ckpt = read_checkpoint(diffusion_ckpt)
             h = ckpt["hyper_parameters"]
             if "schedule" not in h:
                 raise ValueError(f"checkpoint {diffusion_ckpt!r} is not a DiffusionLM checkpoint")
             if tokenizer_json is not None and _vocab(tokenizer_json) != _vocab(h["tokenizer_json"]):
                 raise ValueError(f"the data's tokenizer differs from the one in {diffusion_ckpt!r}; use the same data settings")
-            table = self._embedding_table(ckpt)
-            num_embeddings, embed_dim = table.shape
-            schedule, log_snr_min, log_snr_max = h["schedule"], h["log_snr_min"], h["log_snr_max"]
             if h["seq_len"] != seq_len:
                 raise ValueError(f"seq_len={seq_len} but {diffusion_ckpt!r} was trained with seq_len={h['seq_len']}")
-        if embed_dim is None:
-            raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint)")
+            table = self._embedding_table(ckpt)
+            diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": h["schedule"],
+                         "log_snr_min": h["log_snr_min"], "log_snr_max": h["log_snr_max"]}
         self.save_hyperparameters()
-        self.hparams.update(embed_dim=embed_dim, num_embeddings=num_embeddings, schedule=schedule,
-                            log_snr_min=log_snr_min, log_snr_max=log_snr_max)
+        self.hparams.diffusion = diffusion
         self.attribute_vocab = AttributeVocab(attributes)
-        self.sde = make_sde(schedule, log_snr_min, log_snr_max)
-        self.register_buffer("embedding", table if table is not None else torch.zeros(num_embeddings, embed_dim))
-        self.net = NoisyAttributeClassifier(embed_dim, len(attributes), width, depth, heads, seq_len)
+        self.sde = make_sde(diffusion["schedule"], diffusion["log_snr_min"], diffusion["log_snr_max"])
+        shape = (diffusion["num_embeddings"], diffusion["embed_dim"])
+        self.register_buffer("embedding", table if table is not None else torch.zeros(shape))
+        self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attributes), width, depth, heads, seq_len)
 
     @staticmethod
     def _embedding_table(ckpt: dict) -> torch.Tensor:

@@ -145,13 +145,9 @@ def _sample(model, args, attributes=None):
     if attributes is not None:
         options["attributes"] = attributes
     if args.classifier_ckpt:
-        from cdlm.evaluate import load_checkpoint
-
         if attributes is None:
             raise ValueError("--classifier_ckpt guides towards attributes: give --attribute or --attributes_from_data")
-        options["classifier"] = load_checkpoint(args.classifier_ckpt, args.device)[0]
-        if not hasattr(options["classifier"], "log_prob"):
-            raise ValueError(f"--classifier_ckpt {args.classifier_ckpt!r} is not an AttributeClassifier checkpoint")
+        options["classifier"] = _load(args.classifier_ckpt, args.device, "log_prob", "is not an AttributeClassifier")[0]
         options["classifier_scale"] = args.classifier_scale
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
@@ -161,12 +157,17 @@ def _sample(model, args, attributes=None):
     return gen, time.perf_counter() - start
 
 
-def _load_generator(path: str, device: str):
+GENERATES = ("sample_ids", "does not generate (an AttributeClassifier goes in --classifier_ckpt)")
+SCORES = ("token_nll", "is not an autoregressive model")
+
+
+def _load(path: str, device: str, needs: str, otherwise: str):
+    """(model, data hyperparameters) of a checkpoint whose model has the method `needs`."""
     from cdlm.evaluate import load_checkpoint
 
     model, data_hparams = load_checkpoint(path, device)
-    if not hasattr(model, "sample_ids"):
-        raise ValueError(f"{path!r} holds an {type(model).__name__}, which does not generate; give it as --classifier_ckpt")
+    if not hasattr(model, needs):
+        raise ValueError(f"{path!r} holds a {type(model).__name__}, which {otherwise}")
     return model, data_hparams
 
 
@@ -176,9 +177,7 @@ def cmd_sample(argv: list[str]) -> None:
     p.add_argument("--output", default=None, help="write JSON lines (text, tokens) to this file")
     args = p.parse_args(argv)
     _check(args)
-    from cdlm.evaluate import load_checkpoint
-
-    model, _ = _load_generator(args.ckpt_path, args.device)
+    model, _ = _load(args.ckpt_path, args.device, *GENERATES)
     gen, _ = _sample(model, args)
     texts = model.decode(gen.ids)
     if args.output:
@@ -205,11 +204,11 @@ def cmd_eval(argv: list[str]) -> None:
     from cdlm.attributes import attribute_accuracy, expressed, parse_attributes, parse_mr
     from cdlm.constraints import build_constraints, parse_anchor
     from cdlm.data import TextDataModule
-    from cdlm.evaluate import generative_perplexity, heldout_nll, load_checkpoint, rejection_sample, sample_metrics
+    from cdlm.evaluate import generative_perplexity, heldout_nll, rejection_sample, sample_metrics
     from cdlm.generation import Generation
 
-    model, data_hparams = _load_generator(args.ckpt_path, args.device)
-    reference = load_checkpoint(args.reference_ckpt, args.device)[0] if args.reference_ckpt else None
+    model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES)
+    reference = _load(args.reference_ckpt, args.device, *SCORES)[0] if args.reference_ckpt else None
     data = None
     if data_hparams:
         data = TextDataModule(**data_hparams)
@@ -256,7 +255,7 @@ def cmd_eval(argv: list[str]) -> None:
             print(json.dumps({"method": "autoregressive+rejection", **rejection, "sample_seconds": round(seconds, 3)}))
             return
     else:
-        gen, seconds = _sample(model, args, requests if args.attributes_from_data else None)
+        gen, seconds = _sample(model, args, requests)
     texts = model.decode(gen.ids)
     h = model.hparams
     result = {

@@ -223,11 +223,6 @@ class TextDataModule(L.LightningDataModule):
         vocab = self.attribute_vocab
         return None if vocab is None else vocab.names
 
-    def set_attribute_vocab(self, names: list[str] | None) -> None:
-        """Use a given attribute vocabulary (for instance a checkpoint's) instead of building one."""
-        self._attribute_vocab = None if names is None else AttributeVocab(names)
-        self.train_set = self.val_set = None
-
     def length_counts(self) -> list[int] | None:
         """How many training examples have 0..seq_len tokens (None for packed text, which has no lengths)."""
         if self.hparams.packing:

@@ -303,6 +303,8 @@ class DiffusionLM(LanguageModel):
         N such requests, one per sample; `guidance_scale` overrides the classifier-free scale.
         With a `classifier` (`cdlm.AttributeClassifier` trained on this model) the request also
         guides by its gradient, weighted by `classifier_scale`; this works for unconditional models.
+        The gradient moves x0, so the tokens are then read off x0 (rounding "nearest") when the
+        model's default is "last".
         """
         h = self.hparams
         if attributes is not None:
@@ -314,6 +316,12 @@ class DiffusionLM(LanguageModel):
                 options["attributes"] = self.attribute_vocab.encode(requests).to(self.device)
                 options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
             if classifier is not None:
+                # the classifier moves x0; rounding "last" reads only the network's logits
+                if options.get("rounding", h.rounding) == "last":
+                    if "rounding" in options:
+                        raise ValueError("classifier guidance moves x0, which rounding='last' never reads; "
+                                         "use rounding 'nearest' or 'logits'")
+                    options["rounding"] = "nearest"
                 classifier = classifier.to(self.device).eval()
                 options.update(classifier=classifier, classifier_targets=classifier.encode(requests),
                                classifier_scale=classifier_scale)

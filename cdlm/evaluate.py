@@ -36,8 +36,6 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu"):
     cls = getattr(importlib.import_module(module_name), class_name)
     model = cls(**hparams)
     model.load_state_dict(ckpt["state_dict"])
-    if not hasattr(model, "sample_ids") and not hasattr(model, "log_prob"):
-        raise ValueError(f"checkpoint {path!r} holds a {class_name}, not a cdlm model")
     data_hparams = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
     return model.to(device).eval(), data_hparams
 

@@ -179,6 +179,16 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
     # it works for a model never trained with attributes, and refuses another model's embeddings
     assert model.sample_ids(2, seed=0, steps=3, attributes={"food": "french"}, classifier=clf).ids.shape == (2, 40)
+    # rounding "last" reads only logits, so a classifier would silently do nothing: refused when asked,
+    # replaced by "nearest" when it is only the model's default
+    with pytest.raises(ValueError, match="rounding='last' never reads"):
+        model.sample_ids(2, steps=3, attributes={"food": "french"}, classifier=clf, rounding="last")
+    model.hparams.rounding = "last"
+    plain = model.sample_ids(8, seed=0, steps=3, restarts=2, restart_steps=1, attributes={"food": "french"},
+                             classifier=clf, classifier_scale=0.0)
+    pushed = model.sample_ids(8, seed=0, steps=3, restarts=2, restart_steps=1, attributes={"food": "french"},
+                              classifier=clf, classifier_scale=50.0)
+    assert plain.nfe == 4 + 2 * 2 and not torch.equal(plain.ids, pushed.ids)  # rounding fell back to "nearest"
     other = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
     with pytest.raises(ValueError, match="another model's embeddings"):
         other.sample_ids(2, steps=3, attributes={"food": "french"}, classifier=clf)

@@ -84,6 +84,10 @@ def test_attribute_control_from_the_command_line(tmp_path, fit, tiny_ckpt, tiny_
                             "--nll_batches", "0"))
     assert guided["classifier_scale"] == 2.0 and "attribute_accuracy" in guided
     assert "does not generate" in fails(capsys, "sample", "--ckpt_path", str(clf / "last.ckpt"))
+    assert "is not an AttributeClassifier" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--classifier_ckpt",
+                                                    str(tiny_ckpt), "--attribute", "food=french")
+    assert "is not an autoregressive model" in fails(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--reference_ckpt",
+                                                     str(tiny_ckpt), "--num_samples", "2")
     assert "not a DiffusionLM" in fails(capsys, "fit", "--model=cdlm.AttributeClassifier", f"--model.diffusion_ckpt={tiny_ar_ckpt}",
                                         "--data.num_examples=400", "--data.condition_column=mr", "--trainer.max_steps=1")
     # the left-to-right baseline meets an attribute only by rejection
