@@ -49,6 +49,9 @@ class DiffusionLM(LanguageModel):
         clean_context: probability that a training batch gives a random subset of its tokens
             clean (a uniform-random fraction per sequence), teaching the network to generate
             around known tokens: anchors, infilling, and confidence-ordered commitment.
+        clean_padding: probability that a training batch gives its padding clean (no loss
+            there): the model learns text given its length, and sampling at a given length
+            (`length=N` or "data") shows it the padding clean instead of noised.
         schedule: noise schedule, "log_linear" (log-SNR linear in t between
             log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
             (Diffusion-LM).
@@ -89,6 +92,7 @@ class DiffusionLM(LanguageModel):
         self_condition: float = 0.5,
         mse_weight: float = 0.0,
         clean_context: float = 0.0,
+        clean_padding: float = 0.0,
         schedule: str = "log_linear",
         log_snr_min: float = -6.0,
         log_snr_max: float = 2.0,
@@ -124,7 +128,8 @@ class DiffusionLM(LanguageModel):
         if sample_method not in solvers.available():
             raise ValueError(f"unknown sample_method {sample_method!r}; available: {', '.join(solvers.available())}")
         for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
-                        ("attribute_dropout", attribute_dropout)):
+                        ("attribute_dropout", attribute_dropout), ("clean_context", clean_context),
+                        ("clean_padding", clean_padding)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         self.save_hyperparameters()
@@ -187,13 +192,17 @@ class DiffusionLM(LanguageModel):
         mse = (((x0_hat - x0) ** 2).mean(-1) * weight).sum(1) / norm
         return ce, mse
 
-    def sample_known(self, shape: torch.Size) -> torch.Tensor | None:
-        """With probability `clean_context`, a random subset of positions to give clean:
-        each sequence reveals a uniform-random fraction of its tokens."""
-        if self.hparams.clean_context <= 0 or torch.rand(()) >= self.hparams.clean_context:
-            return None
-        rate = torch.rand(shape[0], 1, device=self.device)
-        return torch.rand(shape, device=self.device) < rate
+    def sample_known(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Positions [B, L] to give clean in a training batch, or None: with probability
+        `clean_context` a uniform-random fraction of each sequence's tokens, and with
+        probability `clean_padding` its padding."""
+        h, known = self.hparams, None
+        if h.clean_context > 0 and torch.rand(()) < h.clean_context:
+            known = torch.rand(ids.shape, device=ids.device) < torch.rand(ids.shape[0], 1, device=ids.device)
+        if h.clean_padding > 0 and torch.rand(()) < h.clean_padding:
+            pads = ids == self.pad_id
+            known = pads if known is None else known | pads
+        return known
 
     @torch.no_grad()
     def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True) -> torch.Tensor:
@@ -264,7 +273,7 @@ class DiffusionLM(LanguageModel):
             attributes = self.drop_attributes(attributes)
         t = self.sample_times(ids.shape[0], warped=stage == "train")
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
-        known = self.sample_known(ids.shape) if stage == "train" else None
+        known = self.sample_known(ids) if stage == "train" else None
         ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known, attributes)
         if self.time_warp is not None and stage == "train" and known is None:
             self.time_warp.update(t, ce.detach())
@@ -335,6 +344,7 @@ class DiffusionLM(LanguageModel):
                     "restart_steps", "commit"):
             options.setdefault(key, h[key])
         options.setdefault("clean_known", h.clean_context > 0)
+        options.setdefault("clean_pad", h.clean_padding > 0)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)

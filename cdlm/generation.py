@@ -32,8 +32,9 @@ class Denoiser:
 
     Known tokens (`known_ids` [B, L], -1 where free) are imposed at every call: their x0 is
     their embedding and their logits allow only them. The network sees them either clean at
-    CLEAN_LOG_SNR (`clean_known`, for models trained with clean context) or as a forward-noised
-    copy at the current time. With `commit`, after each call the most confident free positions
+    CLEAN_LOG_SNR (`clean_known`, for models trained with clean context; `clean_pad` for known
+    padding only, for models trained with clean padding) or as a forward-noised copy at the
+    current time. With `commit`, after each call the most confident free positions
     become known, so that a fraction 1 - t of the sequence is decided by time t: positions are
     decided one after another, each given the ones before, instead of all independently.
 
@@ -51,10 +52,10 @@ class Denoiser:
                  logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
                  classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0,
-                 pad_banned: torch.Tensor | None = None, pad_id: int = 0):
+                 pad_banned: torch.Tensor | None = None, pad_id: int = 0, clean_pad: bool = False):
         self.net, self.sde, self.temperature = net, sde, temperature
         self.self_condition = self_condition and net.self_condition
-        self.known_ids, self.clean_known, self.commit = known_ids, clean_known, commit
+        self.known_ids, self.clean_known, self.clean_pad, self.commit = known_ids, clean_known, clean_pad, commit
         self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
         self.pad_banned, self.pad_id = pad_banned, pad_id  # [B, L]: per-sample lengths
         self.generator = generator
@@ -80,14 +81,16 @@ class Denoiser:
         x_in, lam = x_t, log_snr
         if mask.any():
             e_known = self.net.embedding(known_ids.clamp(min=0)).to(x_t.dtype)
-            if self.clean_known:
-                x_in = torch.where(mask[..., None], e_known, x_t)
-                lam = torch.where(mask, torch.full(mask.shape, CLEAN_LOG_SNR, dtype=x_t.dtype, device=x_t.device),
-                                  log_snr[:, None])
-            else:
+            clean = mask if self.clean_known else mask & (known_ids == self.pad_id) if self.clean_pad else mask & False
+            noised = mask & ~clean
+            if noised.any():
                 if self.noise is None:
                     self.noise = torch.randn(x_t.shape, generator=self.generator, device=x_t.device, dtype=x_t.dtype)
-                x_in = torch.where(mask[..., None], self.sde.perturb(e_known, t, self.noise), x_t)
+                x_in = torch.where(noised[..., None], self.sde.perturb(e_known, t, self.noise), x_in)
+            if clean.any():
+                x_in = torch.where(clean[..., None], e_known, x_in)
+                lam = torch.where(clean, torch.full(mask.shape, CLEAN_LOG_SNR, dtype=x_t.dtype, device=x_t.device),
+                                  log_snr[:, None])
         logits, x0 = self._network(x_in, lam, prev)
         if self.logit_bias is not None or self.pad_banned is not None:
             if self.logit_bias is not None:
@@ -179,6 +182,7 @@ def generate_ids(
     commit: bool = False,
     known_ids: torch.Tensor | None = None,
     clean_known: bool = False,
+    clean_pad: bool = False,
     logit_bias: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
@@ -195,7 +199,8 @@ def generate_ids(
 
     `known_ids` ([L] or [num_samples, L], -1 where free) are tokens imposed at every step
     (anchors, templates, prefixes); `commit` decides the free positions in order of confidence
-    (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context);
+    (see `Denoiser`); `clean_known` shows known tokens clean (models trained with clean context),
+    `clean_pad` only known padding (models trained with clean padding);
     `logit_bias` [L, V] bans tokens where it is -inf (length control); `attributes` [num_samples, A]
     condition each sample, guided with `guidance_scale`; a `classifier` guides towards its
     `classifier_targets` [num_samples, A'] with `classifier_scale` (see `Denoiser`). `lengths`
@@ -244,7 +249,8 @@ def generate_ids(
                             attributes=None if attributes is None else attributes[start : start + n].to(device),
                             guidance_scale=guidance_scale, classifier=classifier,
                             classifier_targets=None if classifier_targets is None else classifier_targets[start : start + n],
-                            classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id)
+                            classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
+                            clean_pad=clean_pad)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(restarts + 1):

@@ -90,7 +90,7 @@ def test_clean_context_training_and_commitment():
     model = tiny_model(dm, clean_context=1.0, commit=True)
     dm.setup("fit")
     ids = next(iter(dm.train_dataloader()))[0]
-    known = model.sample_known(ids.shape)
+    known = model.sample_known(ids)
     assert known is not None and known.shape == ids.shape
     t = torch.full((8,), 0.5, dtype=torch.float64)
     all_but_first = torch.ones_like(known)
@@ -104,6 +104,25 @@ def test_clean_context_training_and_commitment():
     # with commitment on, anchors still hold in the output
     gen = model.sample_ids(3, seed=0, anchors={1: "pub"})
     assert (gen.ids[:, 1] == model.tokenizer.token_to_id("pub")).all()
+
+
+def test_clean_padding_trains_on_the_text_and_samples_with_clean_padding():
+    from cdlm.model import CLEAN_LOG_SNR
+
+    dm = TextDataModule(num_examples=64, batch_size=8)
+    model = tiny_model(dm, clean_padding=1.0)
+    dm.setup("fit")
+    ids = next(iter(dm.train_dataloader()))[0]
+    assert torch.equal(model.sample_known(ids), ids == model.pad_id)
+    seen, forward = [], model.ema.forward
+    model.ema.forward = lambda x, lam, *a, **k: (seen.append((x, lam)), forward(x, lam, *a, **k))[1]
+    model.sample_ids(2, steps=2, length=10, seed=0)
+    x, lam = seen[0]  # the first call, at t = 1: only the padding is informative
+    assert (lam[:, 10:] == CLEAN_LOG_SNR).all() and (lam[:, :10] < 0).all()
+    assert torch.allclose(x[:, 10:], model.ema.embedding(torch.full((2, 30), model.pad_id)))
+    seen.clear()
+    model.sample_ids(2, steps=2, length=10, seed=0, clean_pad=False)  # noised like any known token
+    assert not (seen[0][1] == CLEAN_LOG_SNR).any()
 
 
 def test_commitment_schedule_decides_a_fraction_one_minus_t():
