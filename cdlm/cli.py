@@ -92,6 +92,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart_log_snr_end", type=float, default=None,
                    help="log-SNR of the last restart (the level moves linearly from --restart_log_snr)")
     p.add_argument("--restart_steps", type=int, default=None, help="solver steps per restart pass")
+    p.add_argument("--restart_keep", type=float, default=None,
+                   help="fraction of the surest tokens kept known by the last restart (mask-predict)")
     p.add_argument("--rounding", choices=("logits", "nearest", "last"), default=None,
                    help="how vectors become tokens (default: the model's); last skips the final call")
     p.add_argument("--commit", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
@@ -136,7 +138,7 @@ def _sample(model, args, attributes=None):
     from cdlm.constraints import parse_anchor
 
     overridable = ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
-                   "restart_steps", "commit",
+                   "restart_steps", "restart_keep", "commit",
                    "template", "prefix", "suffix", "length", "guidance_scale")
     options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
     if args.anchor:

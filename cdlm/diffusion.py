@@ -61,7 +61,7 @@ class DiffusionLM(LanguageModel):
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
-            restart_log_snr, restart_log_snr_end, restart_steps, commit: the default sampler used
+            restart_log_snr, restart_log_snr_end, restart_steps, restart_keep, commit: the default sampler used
             by `generate`, validation samples and `cdlm sample`/`eval` (see
             `cdlm.generation.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
@@ -112,6 +112,7 @@ class DiffusionLM(LanguageModel):
         restart_log_snr: float = -1.5,
         restart_log_snr_end: float | None = None,
         restart_steps: int = 10,
+        restart_keep: float = 0.0,
         commit: bool = False,
         val_samples: int = 64,
         attributes: list[str] | None = None,
@@ -341,7 +342,7 @@ class DiffusionLM(LanguageModel):
             options.setdefault("known_ids", c.known_ids)
             options.setdefault("logit_bias", c.logit_bias)
         for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
-                    "restart_steps", "commit"):
+                    "restart_steps", "restart_keep", "commit"):
             options.setdefault(key, h[key])
         options.setdefault("clean_known", h.clean_context > 0)
         options.setdefault("clean_pad", h.clean_padding > 0)

@@ -164,6 +164,16 @@ def clamp_hook(net: ScoreNetwork, sde, below_t: float):
     return hook
 
 
+def keep_confident(logits: torch.Tensor, ids: torch.Tensor, known: torch.Tensor | None, fraction: float) -> torch.Tensor:
+    """Known ids [B, L] (-1 free): `known` plus the `fraction` of each row's free positions
+    where `ids` are most probable under `logits`."""
+    free = torch.ones_like(ids, dtype=torch.bool) if known is None else known < 0
+    confidence = torch.softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0].masked_fill(~free, -1.0)
+    rank = confidence.argsort(1, descending=True).argsort(1)
+    kept = (rank < (fraction * free.sum(1, keepdim=True)).round()) & free
+    return torch.where(kept, ids, torch.full_like(ids, -1) if known is None else known)
+
+
 @torch.no_grad()
 def generate_ids(
     net: ScoreNetwork,
@@ -179,6 +189,7 @@ def generate_ids(
     restart_log_snr: float = -1.5,
     restart_log_snr_end: float | None = None,
     restart_steps: int = 10,
+    restart_keep: float = 0.0,
     commit: bool = False,
     known_ids: torch.Tensor | None = None,
     clean_known: bool = False,
@@ -210,7 +221,10 @@ def generate_ids(
     solved again in `restart_steps` steps, that many times (restart sampling, Xu et al. 2023):
     each pass lets every position revise itself given a nearly decided sentence. With
     `restart_log_snr_end`, the level moves linearly from `restart_log_snr` (first restart) to it
-    (last): coarse revisions first, fine ones last.
+    (last): coarse revisions first, fine ones last. With `restart_keep` f > 0, restart k of K
+    keeps the f·k/K most confident free positions known (shown clean to models trained with
+    clean context) and re-noises only the rest: continuous mask-predict (Ghazvininejad et al.
+    2019), each revision made given the surest tokens.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -220,6 +234,8 @@ def generate_ids(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if restarts < 0 or restart_steps < 1:
         raise ValueError(f"restarts must be >= 0 and restart_steps >= 1, got {restarts} and {restart_steps}")
+    if not 0.0 <= restart_keep <= 1.0:
+        raise ValueError(f"restart_keep is a fraction in [0, 1], got {restart_keep}")
     device = next(net.parameters()).device
     if classifier is not None and not torch.allclose(classifier.embedding.to(device), net.embedding.table().float(), atol=1e-5):
         raise ValueError("the classifier was trained on another model's embeddings; train it on this checkpoint")
@@ -252,9 +268,11 @@ def generate_ids(
                             classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
                             clean_pad=clean_pad)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
-        calls, ids = 0, None
+        calls, ids, base_known = 0, None, None if known is None else known.clone()
         for k in range(restarts + 1):
             t_from, pass_steps = (1.0, steps) if k == 0 else (t_restarts[k - 1], restart_steps)
+            if k and restart_keep > 0:
+                denoiser.known_ids = keep_confident(denoiser.logits, ids, base_known, restart_keep * k / restarts)
             if k:
                 noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
                 x = sde.perturb(net.embedding(ids).to(x.dtype), torch.full((n,), t_from, device=device), noise)

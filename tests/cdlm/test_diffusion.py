@@ -166,3 +166,24 @@ def test_lengths_drawn_from_the_training_data(tmp_path):
     assert torch.equal(got, model.data_lengths(64, seed=0))  # exactly the drawn lengths, anchors kept
     assert (gen.ids[:, 0] == model.tokenizer.token_to_id("the")).all()
     assert set(got.tolist()) <= {n for n, c in enumerate(counts) if c}
+
+
+def test_keep_confident_keeps_the_surest_free_positions():
+    from cdlm.generation import keep_confident
+
+    ids = torch.tensor([[0, 1, 2, 3]])
+    probs = torch.tensor([[[0.9, 0.1, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.2, 0.8], [0, 0, 0.3, 0.7]]])
+    known = torch.tensor([[-1, -1, -1, 3]])  # position 3 is an anchor
+    kept = keep_confident(probs.log(), ids, known, 2 / 3)  # 2 of the 3 free positions
+    assert kept.tolist() == [[0, 1, -1, 3]]  # confidences 0.9, 0.5, 0.2: the last is re-noised
+    assert keep_confident(probs.log(), ids, None, 0.0).tolist() == [[-1] * 4]
+
+
+def test_restart_keeping_every_token_changes_nothing():
+    dm = TextDataModule(num_examples=64, batch_size=8)
+    model = tiny_model(dm, clean_context=1.0)
+    first = model.sample_ids(3, steps=3, seed=0, restarts=0).ids
+    kept = model.sample_ids(3, steps=3, seed=0, restarts=1, restart_steps=2, restart_keep=1.0)
+    assert torch.equal(kept.ids, first) and kept.nfe == 4 + 3
+    with pytest.raises(ValueError, match="restart_keep"):
+        model.sample_ids(1, restart_keep=1.5)
