@@ -1,11 +1,13 @@
-"""Each technique switched on and off at an equal wall-clock budget on the embedded corpus.
+"""Each technique switched on and off on the embedded corpus, at an equal budget.
 
 Every variant is `configs/quickstart.yaml` plus the listed `cdlm fit` arguments; two train at
-a time (one CPU thread each). Each is evaluated with `cdlm eval` (validity, NLL bound, and
-generative perplexity under an AR reference if one is given) and a Markdown table is printed.
+a time (one CPU thread each), for `--minutes` of wall clock or, better on a shared machine,
+exactly `--steps` optimizer steps. Each is evaluated with `cdlm eval` (validity at free length
+and at the data's lengths, NLL bound, and generative perplexity under an AR reference if one
+is given) and a Markdown table is printed.
 
-    python benchmarks/bench_ablations.py --minutes 9 --reference runs/bench_quality/embedded/ar/last.ckpt
-    python benchmarks/bench_ablations.py --only baseline,no_self_condition
+    python benchmarks/bench_ablations.py --steps 2000 --reference runs/quickstart_ar/last.ckpt
+    python benchmarks/bench_ablations.py --minutes 9 --only baseline,no_self_condition
 """
 
 from __future__ import annotations
@@ -24,18 +26,20 @@ VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.ya
     "fixed_random_embeddings": ["--model.learn_embeddings=false"],
     "schedule_linear": ["--model.schedule=linear"],
     "schedule_cosine": ["--model.schedule=cosine"],
-    "schedule_sqrt": ["--model.schedule=sqrt"],
+    "schedule_log_linear": ["--model.schedule=log_linear"],
+    "stratified_time": ["--model.time_sampling=stratified"],
     "uniform_time": ["--model.time_sampling=uniform"],
-    "warped_time": ["--model.time_sampling=warped"],
-    "narrow_window": ["--model.log_snr_min=-4.5", "--model.log_snr_max=0.5"],
+    "lr_2e-3": ["--model.lr=2e-3"],
     "ema_0.99": ["--model.ema_decay=0.99"],
     "clean_context": ["--model.clean_context=0.5"],
+    "clean_padding": ["--model.clean_padding=0.5"],
 }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=9.0)
+    p.add_argument("--steps", type=int, default=None, help="train exactly this many steps (no time limit)")
     p.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     p.add_argument("--out", default="runs/bench_ablations")
     p.add_argument("--reference", default=None, help="AR checkpoint for gen_ppl")
@@ -51,7 +55,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpts = {n: out / n / "last.ckpt" for n in names} if a.eval_only else {}
     for i in range(0, 0 if a.eval_only else len(names), a.parallel):
-        batch = [(n, *fit("quickstart", n, a.minutes, out, [], VARIANTS[n], threads=1)) for n in names[i : i + a.parallel]]
+        budget = [] if a.steps is None else [f"--trainer.max_steps={a.steps}", "--trainer.max_time=null"]
+        batch = [(n, *fit("quickstart", n, a.minutes, out, [], VARIANTS[n] + budget, threads=1))
+                 for n in names[i : i + a.parallel]]
         for name, proc, ckpt in batch:
             if proc.wait():
                 raise SystemExit(f"variant {name} failed; see {out}/{name}.log")
@@ -60,9 +66,12 @@ def main() -> None:
     for name, ckpt in ckpts.items():
         extra = [f"--num_samples={a.num_samples}"]
         rows[name] = evaluate(ckpt, Path(a.reference) if a.reference else None, extra)
+        at_data_lengths = evaluate(ckpt, None, extra + ["--length=data", "--nll_batches=0"])
+        rows[name]["validity_data_lengths"] = at_data_lengths["validity"]
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    keys = ["validity", "unique", "nll_bits_per_token", "gen_ppl", "distinct_2", "nfe"]
-    print(f"embedded corpus, {a.minutes:g} minutes each, one CPU thread each\n")
+    keys = ["validity", "validity_data_lengths", "unique", "nll_bits_per_token", "gen_ppl", "distinct_2", "nfe"]
+    budget = f"{a.steps} steps" if a.steps else f"{a.minutes:g} minutes"
+    print(f"embedded corpus, {budget} each, one CPU thread each\n")
     print(markdown_table(rows, keys, "variant", {n: " ".join(VARIANTS[n]) or "(quickstart)" for n in rows}))
 
 
