@@ -10,6 +10,7 @@ of a diffusion model that was never trained with attributes.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 

@@ -81,7 +81,12 @@ class Denoiser:
         x_in, lam = x_t, log_snr
         if mask.any():
             e_known = self.net.embedding(known_ids.clamp(min=0)).to(x_t.dtype)
-            clean = mask if self.clean_known else mask & (known_ids == self.pad_id) if self.clean_pad else mask & False
+            if self.clean_known:
+                clean = mask
+            elif self.clean_pad:
+                clean = mask & (known_ids == self.pad_id)
+            else:
+                clean = torch.zeros_like(mask)
             noised = mask & ~clean
             if noised.any():
                 if self.noise is None:
@@ -146,10 +151,7 @@ class Denoiser:
         if int(need.max()) == 0:
             return
         confidence, best = torch.softmax(logits.float(), -1).max(-1)
-        confidence = confidence.masked_fill(known, -1.0)
-        order = confidence.argsort(dim=1, descending=True)
-        rank = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=order.device).expand_as(order))
-        newly = (rank < need[:, None]) & ~known
+        newly = most_confident(confidence, ~known, need)
         self.known_ids = torch.where(newly, best, self.known_ids)
 
 
@@ -164,14 +166,21 @@ def clamp_hook(net: ScoreNetwork, sde, below_t: float):
     return hook
 
 
+def most_confident(confidence: torch.Tensor, free: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Mask [B, L] of each row's `count` [B] free positions of highest `confidence` [B, L]."""
+    rank = confidence.masked_fill(~free, -1.0).argsort(1, descending=True).argsort(1)
+    return (rank < count[:, None]) & free
+
+
 def keep_confident(logits: torch.Tensor, ids: torch.Tensor, known: torch.Tensor | None, fraction: float) -> torch.Tensor:
     """Known ids [B, L] (-1 free): `known` plus the `fraction` of each row's free positions
     where `ids` are most probable under `logits`."""
-    free = torch.ones_like(ids, dtype=torch.bool) if known is None else known < 0
-    confidence = torch.softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0].masked_fill(~free, -1.0)
-    rank = confidence.argsort(1, descending=True).argsort(1)
-    kept = (rank < (fraction * free.sum(1, keepdim=True)).round()) & free
-    return torch.where(kept, ids, torch.full_like(ids, -1) if known is None else known)
+    if known is None:
+        known = torch.full_like(ids, -1)
+    free = known < 0
+    confidence = torch.softmax(logits.float(), -1).gather(-1, ids[..., None])[..., 0]
+    kept = most_confident(confidence, free, (fraction * free.sum(1)).round())
+    return torch.where(kept, ids, known)
 
 
 @torch.no_grad()
@@ -268,12 +277,12 @@ def generate_ids(
                             classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
                             clean_pad=clean_pad)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
-        calls, ids, base_known = 0, None, None if known is None else known.clone()
+        calls, ids = 0, None
         for k in range(restarts + 1):
             t_from, pass_steps = (1.0, steps) if k == 0 else (t_restarts[k - 1], restart_steps)
-            if k and restart_keep > 0:
-                denoiser.known_ids = keep_confident(denoiser.logits, ids, base_known, restart_keep * k / restarts)
             if k:
+                if restart_keep > 0:  # `known` stays the imposed tokens; the kept ones change per restart
+                    denoiser.known_ids = keep_confident(denoiser.logits, ids, known, restart_keep * k / restarts)
                 noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
                 x = sde.perturb(net.embedding(ids).to(x.dtype), torch.full((n,), t_from, device=device), noise)
             result = solvers.sample(
