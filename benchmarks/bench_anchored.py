@@ -20,7 +20,8 @@ import torch
 from cdlm import corpus
 from cdlm.constraints import build_constraints
 from cdlm.data import TextDataModule
-from cdlm.evaluate import generative_perplexity, load_checkpoint
+from cdlm.checkpoints import load_checkpoint
+from cdlm.evaluate import generative_perplexity
 from cdlm.tokenizer import encode
 
 

@@ -25,7 +25,8 @@ from bench_quality import markdown_table
 from cdlm import corpus
 from cdlm.attributes import attribute_accuracy, expressed, parse_mr
 from cdlm.data import TextDataModule
-from cdlm.evaluate import generative_perplexity, load_checkpoint, rejection_sample
+from cdlm.checkpoints import load_checkpoint
+from cdlm.evaluate import generative_perplexity, rejection_sample
 
 
 def single_requests(records: list[dict[str, str]], n: int, seed: int) -> list[dict[str, str]]:

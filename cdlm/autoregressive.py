@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cdlm.generation import Generation
 from cdlm.lm import LanguageModel
-from cdlm.model import CausalLM
+from cdlm.model import CausalLM, check_hparams
 from cdlm.tokenizer import encode
 
 
@@ -47,6 +47,7 @@ class AutoregressiveLM(LanguageModel):
         attributes: list[str] | None = None,
     ):
         super().__init__(tokenizer_json, attributes)
+        check_hparams(seq_len=seq_len, lr=lr)  # the network checks its own sizes
         self.save_hyperparameters()
         self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout)
 

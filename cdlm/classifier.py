@@ -58,7 +58,7 @@ class AttributeClassifier(StepModule):
     ):
         super().__init__()
         from cdlm.diffusion import make_sde
-        from cdlm.evaluate import read_checkpoint
+        from cdlm.checkpoints import read_checkpoint
 
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")

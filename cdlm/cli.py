@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import solvers
 
-EXTRA_COMMANDS = ("sample", "eval")
+EXTRA_COMMANDS = ("sample", "eval", "export")
 
 
 _NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
@@ -47,20 +52,33 @@ class CDLMCLI(LightningCLI):
         parser.link_arguments("data.seq_len", "model.init_args.seq_len")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="let a run write into a checkpoint folder that holds another run's checkpoints (deleting them)")
+
+    def instantiate_trainer(self, **kwargs):
+        from cdlm.run_guards import ExactResume, LossGuard, RunFolderGuard, SaveOnStop
+
+        trainer = super().instantiate_trainer(**kwargs)
+        overwrite = bool(self._get(self.config, "overwrite", default=False))
+        resume_from = self._get(self.config, "ckpt_path", default=None)
+        trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop()]
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
-        # The checkpoint's tokenizer is a link target (rebuilt identically by the data module);
-        # Lightning would feed it back as a config value, which jsonargparse refuses.
+        # Lightning's would build the class the checkpoint names and feed its hyperparameters back
+        # into the config. Here the command line builds the model; the checkpoint is only read as
+        # data, and a resume then checks it against the model and reports what changed.
         ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
         if not ckpt_path:
             return
-        from cdlm.evaluate import read_checkpoint  # validates the file with a one-line error
+        from cdlm.checkpoints import read_checkpoint  # validates the file with a one-line error
 
         read_checkpoint(ckpt_path)
 
 
 def run_lightning(args: list[str]) -> None:
     from cdlm.data import TextDataModule
+    from cdlm.run_guards import SaveConfigBesideRun
 
     CDLMCLI(
         L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
@@ -68,8 +86,8 @@ def run_lightning(args: list[str]) -> None:
         subclass_mode_model=True,
         parser_class=OneLineParser,
         parser_kwargs={"default_env": False},
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoint_io.AtomicCheckpointIO"}]},
+        save_config_callback=SaveConfigBesideRun,
+        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoints.AtomicCheckpointIO"}]},
         args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
     )
 
@@ -80,7 +98,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `cdlm fit`")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="checkpoint written by `cdlm fit`")
+    source.add_argument("--model", dest="ckpt_path", metavar="DIR", help="model folder written by `cdlm export`")
     p.add_argument("--method", default=None, help="solver (default: the model's); see solvers.available()")
     p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
     p.add_argument("--num_samples", type=int, default=16)
@@ -96,7 +116,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="fraction of the surest tokens kept known by the last restart (mask-predict)")
     p.add_argument("--rounding", choices=("logits", "nearest", "last"), default=None,
                    help="how vectors become tokens (default: the model's); last skips the final call")
-    p.add_argument("--commit", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+    p.add_argument("--commit", type=_boolean, default=None,
                    help="decide positions in order of confidence (true/false; default: the model's)")
     p.add_argument("--anchor", action="append", default=[], metavar="POS=WORD",
                    help="fix a word at a token position (from 0); repeatable")
@@ -125,13 +145,78 @@ def _length(value: str):
         raise argparse.ArgumentTypeError(f'{value!r} is neither a number of tokens nor "data"') from None
 
 
+def _boolean(value: str) -> bool:
+    # anything but these would silently read as false
+    answer = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value.lower())
+    if answer is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false, 1/0, yes/no)")
+    return answer
+
+
+MAX_SAMPLES = 1_000_000  # every sample is held in memory: more would run until memory ends
+
+
+def _positive(v) -> bool:
+    return v >= 1
+
+
+def _fraction(v) -> bool:  # False for NaN, like every comparison
+    return 0.0 <= v <= 1.0
+
+
+# option → (test, what it must be): the flags whose values argparse's types alone let through;
+# an option left at None takes the model's default and is not checked.
+_CHECKS = {
+    "steps": (_positive, "a positive integer"),
+    "num_samples": (lambda v: 1 <= v <= MAX_SAMPLES, f"a positive integer at most {MAX_SAMPLES:,}"),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),  # numpy's range
+    "batch_size": (_positive, "a positive integer"),
+    "length": (lambda v: v == "data" or v >= 1, 'a positive number of tokens or "data"'),
+    "temperature": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "clamp_below_t": (_fraction, "a time in [0, 1]"),
+    "restarts": (lambda v: v >= 0, "a non-negative integer"),
+    "restart_log_snr": (math.isfinite, "a finite number"),
+    "restart_log_snr_end": (math.isfinite, "a finite number"),
+    "restart_steps": (_positive, "a positive integer"),
+    "restart_keep": (_fraction, "a fraction in [0, 1]"),
+    "guidance_scale": (math.isfinite, "a finite number"),
+    "classifier_scale": (math.isfinite, "a finite number"),
+    "nll_batches": (lambda v: v >= 0, "a non-negative integer"),  # eval only
+    "time_budget": (lambda v: math.isfinite(v) and v > 0, "a finite number of seconds > 0"),  # eval only
+}
+
+
+def _check_device(device: str) -> None:
+    # before loading: otherwise torch.load's failure reads as an unreadable checkpoint
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    elif dev.type == "mps":
+        ok = torch.backends.mps.is_available()
+    else:
+        ok = dev.type == "cpu"
+    if not ok:
+        raise ValueError(f"--device {device!r} is not available on this machine")
+
+
 def _check(args) -> None:
+    from cdlm.diffusion import IMPLICIT_METHODS, IMPLICIT_WHY
+
     if args.method is not None and args.method not in solvers.available():
         raise ValueError(f"unknown method {args.method!r}; available: {', '.join(solvers.available())}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
-    if args.num_samples < 1:
-        raise ValueError(f"--num_samples must be a positive integer, got {args.num_samples}")
+    if args.method in IMPLICIT_METHODS:
+        raise ValueError(f"--method {args.method!r} is {IMPLICIT_WHY}")
+    for name in ("ckpt_path", "reference_ckpt", "classifier_ckpt", "output"):
+        if getattr(args, name, None) == "":  # '' would be ignored, or read as the current folder
+            raise ValueError(f"--{name} is empty; give a path")
+    for name, (ok, must_be) in _CHECKS.items():
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            raise ValueError(f"--{name} must be {must_be}, got {value}")
+    _check_device(args.device)
 
 
 def _sample(model, args, attributes=None):
@@ -165,27 +250,45 @@ SCORES = ("token_nll", "is not an autoregressive model")
 
 def _load(path: str, device: str, needs: str, otherwise: str):
     """(model, data hyperparameters) of a checkpoint whose model has the method `needs`."""
-    from cdlm.evaluate import load_checkpoint
+    from cdlm.checkpoints import load_checkpoint
 
     model, data_hparams = load_checkpoint(path, device)
     if not hasattr(model, needs):
-        raise ValueError(f"{path!r} holds a {type(model).__name__}, which {otherwise}")
+        raise ValueError(f"{path!r} holds the model {type(model).__name__}, which {otherwise}")
     return model, data_hparams
+
+
+def _check_output(args) -> None:
+    """--output never replaces an input, nor (without --overwrite) any existing file."""
+    out = Path(args.output).resolve()
+    for flag in ("ckpt_path", "reference_ckpt", "classifier_ckpt"):
+        given = getattr(args, flag, None)
+        if given and (Path(given).resolve() == out or Path(given).resolve() in out.parents):
+            raise ValueError(f"--output {args.output!r} would replace the input --{flag}; choose another file")
+    if out.is_dir():
+        raise ValueError(f"--output {args.output!r} is a directory; give a file name")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--output {args.output!r} exists; pass --overwrite to replace it")
 
 
 def cmd_sample(argv: list[str]) -> None:
     p = _Parser(prog="cdlm sample", description="Generate text from a checkpoint.")
     _common(p)
     p.add_argument("--output", default=None, help="write JSON lines (text, tokens) to this file")
+    p.add_argument("--overwrite", action="store_true", help="let --output replace an existing file")
     args = p.parse_args(argv)
     _check(args)
+    if args.output:
+        _check_output(args)  # before sampling, which may take long
     model, _ = _load(args.ckpt_path, args.device, *GENERATES)
     gen, _ = _sample(model, args)
     texts = model.decode(gen.ids)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            for text, ids in zip(texts, gen.ids.tolist()):
-                f.write(json.dumps({"text": text, "tokens": [model.tokenizer.id_to_token(i) for i in ids]}) + "\n")
+        from cdlm.checkpoints import write_atomically  # an interrupted write leaves the old file whole
+
+        lines = [json.dumps({"text": text, "tokens": [model.tokenizer.id_to_token(i) for i in ids]}) + "\n"
+                 for text, ids in zip(texts, gen.ids.tolist())]
+        write_atomically(args.output, lambda f: f.write("".join(lines).encode("utf-8")))
     for text in texts:
         print(text)
 
@@ -213,7 +316,8 @@ def cmd_eval(argv: list[str]) -> None:
     reference = _load(args.reference_ckpt, args.device, *SCORES)[0] if args.reference_ckpt else None
     data = None
     if data_hparams:
-        data = TextDataModule(**data_hparams)
+        # scored as trained: checkpoints from before the length check were cut silently
+        data = TextDataModule(**{**data_hparams, "truncate": True})
         data.set_tokenizer(model.tokenizer)
         try:
             data.texts()
@@ -303,6 +407,18 @@ def _root_message(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def cmd_export(argv: list[str]) -> None:
+    p = _Parser(prog="cdlm export", description="Write a checkpoint's model as model.safetensors, config.json and "
+                "tokenizer.json: the pickle-free form to share (read by `--model DIR` and `Model.from_pretrained(DIR)`).")
+    p.add_argument("--ckpt_path", required=True, help="checkpoint written by `cdlm fit`")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    args = p.parse_args(argv)
+    from cdlm.checkpoints import export
+
+    print(export(args.ckpt_path, args.out, overwrite=args.overwrite))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -310,12 +426,22 @@ def main(argv: list[str] | None = None) -> None:
             cmd_sample(argv[1:])
         elif argv and argv[0] == "eval":
             cmd_eval(argv[1:])
+        elif argv and argv[0] == "export":
+            cmd_export(argv[1:])
         else:
             run_lightning(argv)
-    except (ValueError, OSError, solvers.NonFiniteError) as err:
-        sys.exit(f"cdlm: error: {_root_message(err)}")
+    except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit with status 0
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
-        sys.exit("cdlm: interrupted")
+        print("cdlm: interrupted", file=sys.stderr)
+        sys.exit(130)  # 128 + SIGINT, what shells report for Ctrl-C
+    except Exception as err:  # anything else (Lightning's MisconfigurationException, torch errors) reads the same
+        if os.environ.get("CDLM_TRACEBACK"):  # CDLM_TRACEBACK=1 shows the whole traceback, for debugging
+            raise
+        message = _root_message(err)
+        if isinstance(err, torch.multiprocessing.ProcessRaisedException):  # a spawned worker's traceback, as text:
+            message = str(err).strip().splitlines()[-1]  # its last line names the error
+        sys.exit(f"cdlm: error: {message}")
 
 
 if __name__ == "__main__":

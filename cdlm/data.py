@@ -3,12 +3,18 @@ fixed-length id tensors (sentence per example with padding, or packed running te
 
 from __future__ import annotations
 
+import math
 import os
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from cdlm import corpus
 from cdlm.attributes import AttributeVocab, parse_mr
@@ -32,14 +38,17 @@ def load_texts(dataset: str, text_column: str = "text", split: str = "train", wh
     path = Path(dataset)
     if path.suffix.lower() in _FILE_BUILDERS or path.exists():
         if not path.is_file():
-            raise ValueError(f"dataset file {dataset!r} does not exist")
+            raise ValueError(f"dataset file {dataset!r} {'is a directory' if path.is_dir() else 'does not exist'}")
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"dataset file {dataset!r} has unknown type; valid: {', '.join(_FILE_BUILDERS)}")
         if builder == "text":  # read directly: exact text, no cache copy
             if condition_column is not None:
                 raise ValueError(f"condition_column={condition_column!r} needs a json/csv/hub dataset, not {dataset!r}")
-            raw = path.read_text(encoding="utf-8")
+            try:
+                raw = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"dataset file {dataset!r} is not UTF-8 text (byte {err.start}: {err.reason})") from None
             if whole_file:
                 return _checked([raw] if raw.strip() else [], dataset)
             texts = [line.strip() for line in raw.splitlines()]
@@ -49,18 +58,54 @@ def load_texts(dataset: str, text_column: str = "text", split: str = "train", wh
         except Exception as err:
             raise ValueError(f"could not read {dataset!r} as {builder}: {str(err).splitlines()[0]}") from None
     else:
-        try:
-            ds = datasets.load_dataset(dataset, config, split=split)
-        except Exception as err:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-            why = "the hub is offline" if offline else str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"dataset {dataset!r} is neither a local file nor a loadable hub dataset ({why})") from None
+        ds = _load_hub_dataset(dataset, config, split)
     if condition_column is None:
         return _checked(_column(ds, text_column, dataset), dataset)
     pairs = [(t, c) for t, c in zip(_column(ds, text_column, dataset, keep_empty=True),
                                      _column(ds, condition_column, dataset, keep_empty=True)) if t and c]
     _checked(pairs, dataset)
     return [t for t, _ in pairs], [c for _, c in pairs]
+
+
+def _load_hub_dataset(name: str, config: str | None, split: str):
+    """`datasets.load_dataset` of a hub name. With the hub unreachable it runs in offline mode
+    (the local cache only): online mode would retry for minutes before failing."""
+    import datasets
+    from huggingface_hub import constants as hub
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    why = "the hub is offline"
+    offline = datasets.config.HF_HUB_OFFLINE  # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, read at import
+    if not offline:
+        reached = []
+
+        def probe():  # HTTP rather than a bare TCP connect, so that proxies from the environment apply
+            try:
+                urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=2).close()
+            except urllib.error.HTTPError:
+                pass  # an answer all the same
+            except Exception:  # refused, timed out, unresolved, or a malformed HF_ENDPOINT
+                return
+            reached.append(True)
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(3)  # also bounds the name lookup, which the request timeout does not cover
+        offline, why = not reached, f"the hub at {urlsplit(endpoint).netloc or endpoint} is unreachable"
+    # both libraries read these module flags at each call, so setting them switches offline mode
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"), (hub, "HF_HUB_OFFLINE")]
+    saved = [getattr(module, flag) for module, flag in flags]
+    try:
+        for module, flag in flags:
+            setattr(module, flag, getattr(module, flag) or offline)
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as err:
+        if not offline:
+            why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"dataset {name!r} is neither a local file nor a loadable hub dataset ({why})") from None
+    finally:
+        for (module, flag), value in zip(flags, saved):
+            setattr(module, flag, value)
 
 
 def _column(ds, column: str, name: str, keep_empty: bool = False) -> list[str]:
@@ -77,24 +122,78 @@ def _checked(texts: list[str], name: str) -> list[str]:
 
 
 class WindowDataset(Dataset):
-    """Fixed-length windows of one long token stream; training draws a random offset each time."""
+    """Windows of `seq_len` tokens of one long token stream, one starting every `stride` tokens.
+    Training takes stride 1 and draws a random subset of the starts each epoch (`EpochShuffle`):
+    the randomness lives in the sampler, whose state a checkpoint can hold."""
 
-    def __init__(self, tokens: torch.Tensor, seq_len: int, random_offset: bool):
+    def __init__(self, tokens: torch.Tensor, seq_len: int, stride: int):
         if len(tokens) <= seq_len:
             raise ValueError(f"text has {len(tokens)} tokens, fewer than seq_len={seq_len} + 1")
-        self.tokens, self.seq_len, self.random_offset = tokens, seq_len, random_offset
+        self.tokens, self.seq_len, self.stride = tokens, seq_len, stride
 
     def __len__(self) -> int:
-        return len(self.tokens) // self.seq_len
+        return (len(self.tokens) - self.seq_len) // self.stride + 1
 
     def __getitem__(self, i: int):
-        start = (
-            int(torch.randint(0, len(self.tokens) - self.seq_len + 1, ()))
-            if self.random_offset
-            else i * self.seq_len
-        )
-        ids = self.tokens[start : start + self.seq_len]
+        ids = self.tokens[i * self.stride : i * self.stride + self.seq_len]
         return ids, torch.ones_like(ids, dtype=torch.bool)
+
+
+class EpochShuffle(Sampler[int]):
+    """Each epoch, the `size` indices in a fresh random order, or with `num_samples` that many drawn
+    at random with replacement (windows of a stream), from (seed, epoch) alone: an epoch can be
+    replayed from any point (`skip`). The seed is drawn from the global RNG once (it follows
+    `seed_everything`) and travels in checkpoints."""
+
+    def __init__(self, size: int, num_samples: int | None = None, seed: int | None = None):
+        self.size, self.num_samples = size, num_samples
+        self.seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
+        self.epoch = self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def __len__(self) -> int:
+        return self.size if self.num_samples is None else self.num_samples
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = (torch.randperm(self.size, generator=generator) if self.num_samples is None
+                 else torch.randint(0, self.size, (self.num_samples,), generator=generator))
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:].tolist())
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch: Lightning saves its `state_dict` (the sampler's
+    seed and epoch, and how many batches of the epoch were handed out) in each checkpoint, and a
+    resumed run continues the epoch with the batch it would have drawn next. It draws worker
+    seeds from its own generator, so loading data never moves the global RNG."""
+
+    def __init__(self, dataset, *args, **kwargs):  # DataLoader's own signature: Lightning rebuilds loaders from it
+        super().__init__(dataset, *args, **kwargs)
+        self.served = 0
+
+    def __iter__(self):
+        # under DDP Lightning wraps the sampler in a distributed one, which cannot skip: resume is exact in one process
+        self.served = getattr(self.sampler, "skip", 0) // self.batch_size
+        for batch in super().__iter__():
+            self.served += 1  # counted as handed out, not as read ahead by workers
+            yield batch
+
+    def state_dict(self) -> dict:
+        if not isinstance(self.sampler, EpochShuffle):
+            return {}
+        return {"seed": self.sampler.seed, "epoch": self.sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state or not isinstance(self.sampler, EpochShuffle):
+            return
+        self.sampler.seed = state["seed"]
+        done = state["batches"] >= len(self)  # saved at the epoch's last batch: the next epoch starts afresh
+        self.sampler.epoch = state["epoch"] + done
+        self.sampler.skip = 0 if done else state["batches"] * self.batch_size
 
 
 class TextDataModule(L.LightningDataModule):
@@ -116,6 +215,8 @@ class TextDataModule(L.LightningDataModule):
         seq_len: tokens per example.
         packing: False: one sentence (line) per example, padded with [PAD], so the model learns
             lengths; True: running text cut into fixed windows.
+        truncate: without packing, cut texts longer than `seq_len` (with a warning giving the
+            tokens lost); False stops with the figures and the `seq_len` that fits 99% of texts.
         num_examples: size of the embedded corpus (training part).
         corpus_seed: seed of the embedded corpus.
     """
@@ -131,6 +232,7 @@ class TextDataModule(L.LightningDataModule):
         vocab_size: int = 8000,
         seq_len: int = 40,
         packing: bool = False,
+        truncate: bool = False,
         batch_size: int = 64,
         val_fraction: float = 0.05,
         num_examples: int = 50000,
@@ -224,7 +326,8 @@ class TextDataModule(L.LightningDataModule):
         return None if vocab is None else vocab.names
 
     def length_counts(self) -> list[int] | None:
-        """How many training examples have 0..seq_len tokens (None for packed text, which has no lengths)."""
+        """How many training examples have 0..seq_len tokens (None for packed text, which has no lengths);
+        texts cut by `truncate` count at seq_len, the length the model sees."""
         if self.hparams.packing:
             return None
         self.setup()
@@ -240,22 +343,44 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = tokenizer
         self.train_set = self.val_set = None
 
-    def _encode_sentences(self, texts: list[str], conditions: list[str] | None = None) -> TensorDataset:
+    def _encode_sentences(self, texts: list[str], conditions: list[str] | None = None,
+                          split: str = "training") -> TensorDataset:
         pad = self.tokenizer.token_to_id(PAD)
         L_ = self.hparams.seq_len
+        encoded = [enc.ids for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        self._check_lengths([len(seq) for seq in encoded], split)
         ids = torch.full((len(texts), L_), pad, dtype=torch.long)
-        for row, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
-            seq = enc.ids[:L_]  # longer sentences are truncated: choose seq_len from the data
+        for row, seq in enumerate(encoded):
+            seq = seq[:L_]  # cuts only with truncate=True; _check_lengths stops otherwise
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         if conditions is None:
             return TensorDataset(ids, ids != pad)
         attributes = self.attribute_vocab.encode([parse_mr(c) for c in conditions], strict=False)
         return TensorDataset(ids, ids != pad, attributes)
 
+    def _check_lengths(self, lengths: list[int], split: str) -> None:
+        """Stop (with `truncate`, warn) when texts are longer than seq_len: cutting them silently
+        loses their ends and teaches the model that they stop mid-sentence."""
+        L_ = self.hparams.seq_len
+        over = [n for n in lengths if n > L_]
+        if not over:
+            return
+        total, lost = sum(lengths), sum(over) - L_ * len(over)
+        fits, longest = sorted(lengths)[math.ceil(0.99 * len(lengths)) - 1], max(lengths)
+        fitting = (f"seq_len={longest} fits them all" if fits == longest
+                   else f"seq_len={fits} fits 99% of them, seq_len={longest} all")
+        truncate = self.hparams.truncate
+        message = (f"{len(over):,} of {len(lengths):,} {split} texts ({100 * len(over) / len(lengths):.3g}%) are longer "
+                   f"than seq_len={L_} tokens; truncating them {'drops' if truncate else 'would drop'} {lost:,} of "
+                   f"{total:,} tokens ({100 * lost / total:.3g}%). {fitting}")
+        if not truncate:
+            raise ValueError(f"{message}; pass --data.truncate=true to cut them anyway")
+        rank_zero_warn(message)
+
     def _encode_stream(self, texts: list[str], train: bool) -> WindowDataset:
         joined = "\n".join(texts)
         tokens = torch.tensor(encode(self.tokenizer, joined), dtype=torch.long)
-        return WindowDataset(tokens, self.hparams.seq_len, random_offset=train)
+        return WindowDataset(tokens, self.hparams.seq_len, stride=1 if train else self.hparams.seq_len)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -265,25 +390,32 @@ class TextDataModule(L.LightningDataModule):
             self.train_set, self.val_set = self._encode_stream(train, True), self._encode_stream(val, False)
         else:
             cond = self.conditions() or (None, None)
-            self.train_set, self.val_set = self._encode_sentences(train, cond[0]), self._encode_sentences(val, cond[1])
+            train_set = self._encode_sentences(train, cond[0])  # both checked before either is kept
+            self.val_set = self._encode_sentences(val, cond[1], split="validation")
+            self.train_set = train_set
 
-    def _loader(self, ds, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+    def _loader(self, ds, train: bool) -> DataLoader:
+        h = self.hparams
+        workers = {"num_workers": h.num_workers, "persistent_workers": h.num_workers > 0}
+        if not train:
+            return DataLoader(ds, batch_size=h.batch_size, shuffle=False, **workers)
+        # windows of a stream: an epoch is as many random windows as the stream holds end to end
+        epoch_size = len(ds.tokens) // h.seq_len if isinstance(ds, WindowDataset) else None
+        order = EpochShuffle(len(ds), epoch_size)
+        return ResumableLoader(ds, batch_size=h.batch_size, sampler=order, drop_last=True,
+                               generator=torch.Generator().manual_seed(order.seed), **workers)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_set, shuffle=not self.hparams.packing)
+        loader = self._loader(self.train_set, train=True)
+        if len(loader) == 0:  # Lightning would train nothing and exit 0
+            raise ValueError(f"the training split has {len(loader.sampler)} examples, fewer than "
+                             f"batch_size={self.hparams.batch_size}: not one training batch")
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -13,11 +13,17 @@ from cdlm.attributes import parse_attributes
 from cdlm.constraints import build_constraints
 from cdlm.generation import ROUNDINGS, generate_ids
 from cdlm.lm import LanguageModel
-from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
+from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.time_warp import LossWarp
 
 SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
 TIME_SAMPLINGS = ("stratified", "uniform", "warped")
+# Implicit solvers build finite-difference Jacobians, one network call per state coordinate, with
+# float64-sized steps that see only a float32 network's rounding noise: Newton fails, steps collapse.
+# On a 40-token model Radau never finished; BDF given a proper Jacobian took 100x RK45's time.
+IMPLICIT_METHODS = ("scipy:Radau", "scipy:BDF", "scipy:LSODA", "torchdiffeq:scipy_solver")
+IMPLICIT_WHY = ("an implicit solver, unsuited to a network-sized state (it builds a finite-difference "
+                "Jacobian, one network call per coordinate); use an explicit one such as scipy:RK45")
 
 
 def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
@@ -128,6 +134,9 @@ class DiffusionLM(LanguageModel):
             raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
         if sample_method not in solvers.available():
             raise ValueError(f"unknown sample_method {sample_method!r}; available: {', '.join(solvers.available())}")
+        if sample_method in IMPLICIT_METHODS:
+            raise ValueError(f"sample_method {sample_method!r} is {IMPLICIT_WHY}")
+        check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
         for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
                         ("attribute_dropout", attribute_dropout), ("clean_context", clean_context),
                         ("clean_padding", clean_padding)):
@@ -283,11 +292,17 @@ class DiffusionLM(LanguageModel):
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        n = self.global_step
-        decay = min(self.hparams.ema_decay, (1 + n) / (10 + n))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
+    def optimizer_step(self, *args, **kwargs):
+        # EMA follows each optimizer step inside the step itself, so a checkpoint saved at the end
+        # of the batch (before the module's own batch-end hook) already holds this step's EMA
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.global_step + 1)
+
+    @torch.no_grad()
+    def update_ema(self, steps_taken: int) -> None:
+        """Move the EMA weights towards the network's, with the decay warmed up as (1+n)/(10+n)."""
+        decay = min(self.hparams.ema_decay, (1 + steps_taken) / (10 + steps_taken))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
 
     def param_groups(self) -> list[dict]:
         h = self.hparams

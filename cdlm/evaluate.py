@@ -1,43 +1,13 @@
-"""Sample quality metrics and checkpoint loading for `cdlm sample` / `cdlm eval`."""
+"""Sample quality metrics for `cdlm eval`: validity, diversity, held-out NLL, generative perplexity."""
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from cdlm import corpus
-
-
-def read_checkpoint(path: str, device: str | torch.device = "cpu") -> dict:
-    """The checkpoint dict of a cdlm checkpoint; ValueError with one line on anything else."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = torch.load(p, map_location=device, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"checkpoint {path!r} is not a readable torch checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"checkpoint {path!r} is not a cdlm checkpoint (no state_dict/hyper_parameters)")
-    return ckpt
-
-
-def load_checkpoint(path: str, device: str | torch.device = "cpu"):
-    """(model, data module hyperparameters) from a cdlm checkpoint; ValueError on anything else."""
-    ckpt = read_checkpoint(path, device)
-    hparams = dict(ckpt["hyper_parameters"])
-    hparams.pop("_instantiator", None)
-    class_path = hparams.pop("_class_path", None) or ckpt.get("class_path", "cdlm.DiffusionLM")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model = cls(**hparams)
-    model.load_state_dict(ckpt["state_dict"])
-    data_hparams = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items() if not k.startswith("_")}
-    return model.to(device).eval(), data_hparams
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import time
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.utilities import rank_zero_warn
 
 from cdlm import corpus
 from cdlm.attributes import AttributeVocab
@@ -30,11 +31,69 @@ def training_progress(trainer) -> float:
 
 class StepModule(L.LightningModule):
     """What every cdlm Lightning module shares: each step is `_loss(batch, stage)`, validation and
-    test draw fixed randomness per batch index (losses comparable across validations), and
-    checkpoints name their class (for `cdlm.evaluate.load_checkpoint`)."""
+    test draw fixed randomness per batch index (losses comparable across validations),
+    checkpoints record their model's registry name (`cdlm.checkpoints`), and a resumed run
+    checks the checkpoint against the model it was built as, then applies changed settings."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["class_path"] = f"{type(self).__module__}.{type(self).__name__}"
+        from cdlm.checkpoints import MODEL_KEY
+
+        checkpoint[MODEL_KEY] = type(self).__name__
+
+    @classmethod
+    def from_pretrained(cls, folder: str, device: str | torch.device = "cpu"):
+        """The model in a folder written by `cdlm export` (safetensors, no pickle)."""
+        from cdlm.checkpoints import load_pretrained
+
+        return load_pretrained(folder, device, expect=cls)[0]
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **overrides):
+        """Lightning's loader calls the `_instantiator` a checkpoint names; this one reads the file
+        as data and builds the model from cdlm's registry (`cdlm.checkpoints.load_checkpoint`)."""
+        from cdlm.checkpoints import load_checkpoint
+
+        if hparams_file is not None or strict is False:
+            raise ValueError("cdlm checkpoints carry their hyperparameters and load strictly")
+        return load_checkpoint(str(checkpoint_path), "cpu" if map_location is None else map_location, cls, **overrides)[0]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from cdlm.checkpoints import check_state_dict
+
+        saved = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+        mine = dict(self.hparams)
+        if "tokenizer_json" in saved and mine.get("tokenizer_json") is not None and saved["tokenizer_json"] != mine["tokenizer_json"] \
+                and load_tokenizer(saved["tokenizer_json"]).get_vocab() != load_tokenizer(mine["tokenizer_json"]).get_vocab():
+            raise ValueError("the data's tokenizer differs from the checkpoint's: every token id would change meaning; "
+                             "resume on the data the run was trained on, or start a new run")
+        changed = {k: (saved[k], mine[k]) for k in saved.keys() & mine.keys()
+                   if saved[k] != mine[k] and k not in ("tokenizer_json", "length_counts")}
+        try:
+            check_state_dict(self.state_dict(), checkpoint.get("state_dict") or {}, "the resumed checkpoint")
+        except ValueError as err:
+            diff = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
+            raise ValueError(f"cannot resume: {err}" + (f"; changed: {diff}" if diff else "")) from None
+        self._resume_changes = changed
+
+    def on_train_start(self) -> None:
+        changed = self.__dict__.pop("_resume_changes", None)
+        if not changed:
+            return
+        # The optimizer and schedule states were restored with the checkpoint's settings: rebuild
+        # what the new ones ask for and move them over, keeping the moments and the step count.
+        fresh = self.configure_optimizers()
+        fresh_opt, fresh_sched = fresh["optimizer"], fresh["lr_scheduler"]["scheduler"]
+        opt, sched = self.trainer.optimizers[0], self.trainer.lr_scheduler_configs[0].scheduler
+        for group, new in zip(opt.param_groups, fresh_opt.param_groups):
+            for key in ("initial_lr", "weight_decay", "betas"):
+                if key in new:
+                    group[key] = new[key]
+        sched.base_lrs = list(fresh_sched.base_lrs)
+        for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+        diff = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
+        rank_zero_warn(f"resumed with changed hyperparameters, now in force: {diff}")
 
     def training_step(self, batch, batch_idx):
         return self._loss(batch, "train")

@@ -12,6 +12,26 @@ from torch import nn
 
 CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
 
+# hyperparameter → (test, what it must be); NaN fails every test (all comparisons are false)
+_VALID = {
+    "width": (lambda v: v >= 1, "a positive integer"),
+    "depth": (lambda v: v >= 1, "a positive integer"),
+    "heads": (lambda v: v >= 1, "a positive integer"),
+    "embed_dim": (lambda v: v >= 1, "a positive integer"),
+    "seq_len": (lambda v: v >= 1, "a positive integer"),
+    "dropout": (lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "ema_decay": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+}
+
+
+def check_hparams(**values) -> None:
+    """ValueError naming the first hyperparameter out of its range (see `_VALID`)."""
+    for name, value in values.items():
+        ok, must_be = _VALID[name]
+        if not ok(value):
+            raise ValueError(f"{name} must be {must_be}, got {value}")
+
 
 def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
     """[B] scalars → [B, dim] sin/cos features over geometric frequencies."""
@@ -61,6 +81,7 @@ class Backbone(nn.Module):
 
     def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool):
         super().__init__()
+        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout)
         if width % heads:
             raise ValueError(f"width={width} is not divisible by heads={heads}")
         self.position = nn.Parameter(torch.randn(max_len, width) * 0.02)
@@ -128,6 +149,7 @@ class ScoreNetwork(nn.Module):
         num_attributes: int = 0,
     ):
         super().__init__()
+        check_hparams(embed_dim=embed_dim, width=width)  # the layers before the backbone need them
         self.embedding = TokenEmbedding(vocab_size, embed_dim, normalize_embeddings)
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
         self.interpolate, self.self_condition = interpolate, self_condition
@@ -151,8 +173,9 @@ class ScoreNetwork(nn.Module):
         else:
             x_in = x_t
         per_sequence = log_snr.ndim == 1
-        # log-SNR spans roughly [-10, 10]; scale it so the sinusoids resolve it
-        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features))
+        # log-SNR spans roughly [-10, 10]; scale it so the sinusoids resolve it. The features take
+        # x_t's dtype: under --trainer.precision bf16-true the layers are bf16, the features float32
+        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features).to(x_t.dtype))
         # [B, 1, width] broadcasts over the sequence; [B, L, width] gives each token its own level
         cond = cond.view(x_t.shape[0], 1 if per_sequence else x_t.shape[1], -1)
         if self.attribute is not None and attributes is not None:
@@ -179,7 +202,7 @@ class NoisyAttributeClassifier(nn.Module):
         self.head = nn.Linear(width, num_attributes)
 
     def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features))[:, None, :]
+        cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features).to(x_t.dtype))[:, None, :]
         h = self.backbone(self.inp(x_t) + cond, cond)
         return self.head(h.mean(1)).float()
 

@@ -10,6 +10,18 @@ TINY = [
 ]
 
 
+def fails(capsys, *argv) -> str:
+    """Runs `cdlm ARGV`, which must fail: a non-zero exit and one line on stderr, no traceback."""
+    from cdlm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    assert exc.value.code not in (0, None)
+    err = str(exc.value.code) if isinstance(exc.value.code, str) else capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
 def _fit(tmp_path, *extra):
     from cdlm.cli import main
 

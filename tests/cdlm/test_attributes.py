@@ -145,7 +145,7 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     """The plug-and-play classifier: trained on a diffusion checkpoint's embeddings, it stands
     alone, and its gradient shifts x0 by scale · σ²/α · ∇ log p."""
     from cdlm.classifier import AttributeClassifier
-    from cdlm.evaluate import load_checkpoint
+    from cdlm.checkpoints import load_checkpoint
 
     L.seed_everything(0)
     dm = TextDataModule(num_examples=200, batch_size=16, condition_column="mr")

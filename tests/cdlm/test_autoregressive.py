@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cdlm.cli import main
-from cdlm.evaluate import generative_perplexity, load_checkpoint
+from cdlm.checkpoints import load_checkpoint
+from cdlm.evaluate import generative_perplexity
 
 
 def test_ar_checkpoint_samples_and_scores(tiny_ar_ckpt):

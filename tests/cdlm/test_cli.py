@@ -7,20 +7,12 @@ import sys
 import pytest
 
 from cdlm.cli import main
+from tests.cdlm.conftest import fails
 
 
 def run(capsys, *argv):
     main(list(argv))
     return capsys.readouterr().out
-
-
-def fails(capsys, *argv) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    assert exc.value.code not in (0, None)
-    err = str(exc.value.code) if isinstance(exc.value.code, str) else capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
 
 
 def test_sample_prints_text_and_writes_jsonl(tiny_ckpt, tmp_path, capsys):

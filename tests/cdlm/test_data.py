@@ -1,6 +1,14 @@
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
 import pytest
 
 from cdlm.data import TextDataModule, load_texts
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_embedded_default_shapes_and_padding():
@@ -45,3 +53,79 @@ def test_bad_data_inputs(tmp_path):
         load_texts("no-such-user/no-such-dataset")
     with pytest.raises(ValueError, match="seq_len must be at least 2, got 0"):
         TextDataModule(seq_len=0)
+
+
+def test_hub_name_fails_fast_with_the_hub_unreachable(tmp_path):
+    # Online mode retries for minutes: whatever the offline variables say, an unreachable hub
+    # (here a closed local port) must give one line at once, and a cached dataset must still load.
+    script = """
+import shutil, sys, time
+from pathlib import Path
+import datasets
+from cdlm.data import load_texts
+cache = Path(sys.argv[1])
+Path("d.jsonl").write_text('{"text": "a cached row"}\\n')
+datasets.load_dataset("json", data_files="d.jsonl", split="train")  # fills the cache, then poses as a hub download
+built = next(cache.glob("json/*/*/*/json-train.arrow")).parent
+hub = cache / "someone___cached" / "default" / built.parent.name / built.name
+shutil.copytree(built, hub)
+(hub / "json-train.arrow").rename(hub / "cached-train.arrow")
+print(load_texts("someone/cached"))
+start = time.monotonic()
+try:
+    load_texts("someone/some-dataset")
+except ValueError as err:
+    print(time.monotonic() - start)
+    print(err)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_DATASETS_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    cached, seconds, message, *rest = out.stdout.splitlines() + ["", "", ""]
+    assert cached == "['a cached row']", out.stderr
+    assert float(seconds) < 10 and not rest[0], out.stdout
+    assert message == ("dataset 'someone/some-dataset' is neither a local file nor a loadable hub dataset "
+                       "(the hub at 127.0.0.1:9 is unreachable)")
+
+
+def _lines(path, words_per_line):
+    path.write_text("\n".join(" ".join(f"w{j}" for j in range(n)) for n in words_per_line))
+    return str(path)
+
+
+# 300 lines: 285 train (two of 100 words, three of 60, the rest 10), 15 validate (10 words)
+LONG = [100, 100, 60, 60, 60] + [10] * 295
+LONG_ERROR = ("5 of 285 training texts (1.75%) are longer than seq_len=40 tokens; truncating them would drop 180 "
+              "of 3,180 tokens (5.66%). seq_len=60 fits 99% of them, seq_len=100 all; pass --data.truncate=true "
+              "to cut them anyway")
+
+
+def test_texts_longer_than_seq_len_stop_with_the_figures(tmp_path):
+    dm = TextDataModule(dataset=_lines(tmp_path / "long.txt", LONG), seq_len=40)
+    with pytest.raises(ValueError) as err:
+        dm.setup()
+    assert str(err.value) == LONG_ERROR
+    with pytest.raises(ValueError, match="^5 of 285 training texts"):  # nothing half-built is kept
+        dm.length_counts()
+    dm = TextDataModule(dataset=_lines(tmp_path / "short.txt", [10] * 20), seq_len=40,
+                        val_dataset=_lines(tmp_path / "val.txt", [100] * 4))
+    with pytest.raises(ValueError, match=r"^4 of 4 validation texts \(100%\).* seq_len=100 fits them all; pass"):
+        dm.setup()
+
+
+def test_truncate_cuts_long_texts_with_a_warning(tmp_path):
+    dm = TextDataModule(dataset=_lines(tmp_path / "long.txt", LONG), seq_len=40, truncate=True, batch_size=8)
+    with pytest.warns(UserWarning, match=r"^5 of 285 training texts .* truncating them drops 180 of 3,180 tokens"):
+        dm.setup()
+    ids, mask = next(iter(dm.train_dataloader()))
+    assert ids.shape == (8, 40)
+    counts = dm.length_counts()
+    assert counts[40] == 5 and counts[10] == 280 and sum(counts) == 285  # cut texts count at seq_len
+
+
+def test_texts_that_fit_load_without_a_warning(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TextDataModule(dataset=_lines(tmp_path / "short.txt", [10, 40] * 20), seq_len=40).setup()
+        TextDataModule(num_examples=2000, seq_len=40).setup()  # the embedded corpus fits its default

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cdlm import DiffusionLM, TextDataModule
-from cdlm.evaluate import load_checkpoint
+from cdlm.checkpoints import load_checkpoint
 
 
 def tiny_model(dm, **kw):
@@ -40,7 +40,7 @@ def test_ema_warms_up_and_tracks_weights():
     before = model.ema.head.bias.detach().clone()
     with torch.no_grad():
         model.net.head.bias.add_(1.0)
-    model.on_train_batch_end(None, None, 0)  # step 0: decay warms up to (1+0)/(10+0) = 0.1, not 0.999
+    model.update_ema(0)  # decay warms up: (1+0)/(10+0) = 0.1, not 0.999
     assert torch.allclose(model.ema.head.bias, before + 0.9, atol=1e-6)
 
 
