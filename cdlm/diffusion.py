@@ -361,6 +361,9 @@ class DiffusionLM(LanguageModel):
             options.setdefault(key, h[key])
         options.setdefault("clean_known", h.clean_context > 0)
         options.setdefault("clean_pad", h.clean_padding > 0)
+        method = method or h.sample_method
+        if method in IMPLICIT_METHODS:
+            raise ValueError(f"method {method!r} is {IMPLICIT_WHY}")
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -372,7 +375,7 @@ class DiffusionLM(LanguageModel):
                 self.sde,
                 num_samples,
                 h.seq_len,
-                method=method or h.sample_method,
+                method=method,
                 steps=steps if steps is not None else h.sample_steps,
                 generator=generator,
                 **options,
