@@ -17,12 +17,12 @@ import re
 
 import torch
 
-from cdlm import corpus
-from cdlm.constraints import build_constraints
+from cdlm.data import corpus
+from cdlm.control.constraints import build_constraints
 from cdlm.data import TextDataModule
 from cdlm.checkpoints import load_checkpoint
-from cdlm.evaluate import generative_perplexity
-from cdlm.tokenizer import encode
+from cdlm.evaluation import generative_perplexity
+from cdlm.data.tokenizer import encode
 
 
 def anchor_sets(model, texts: list[str], sets: int, seed: int) -> list[dict[int, str]]:

@@ -22,11 +22,11 @@ import time
 import torch
 
 from bench_quality import markdown_table
-from cdlm import corpus
-from cdlm.attributes import attribute_accuracy, expressed, parse_mr
+from cdlm.data import corpus
+from cdlm.control.attributes import attribute_accuracy, expressed, parse_mr
 from cdlm.data import TextDataModule
 from cdlm.checkpoints import load_checkpoint
-from cdlm.evaluate import generative_perplexity, rejection_sample
+from cdlm.evaluation import generative_perplexity, rejection_sample
 
 
 def single_requests(records: list[dict[str, str]], n: int, seed: int) -> list[dict[str, str]]:

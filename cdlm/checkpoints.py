@@ -31,11 +31,16 @@ _LIGHTNING_KEYS = ("_instantiator", "_class_path")  # written by LightningCLI, n
 
 def _models() -> dict:
     # imported here: the model modules import this one (StepModule records MODEL_KEY)
-    from cdlm.autoregressive import AutoregressiveLM
-    from cdlm.classifier import AttributeClassifier
-    from cdlm.diffusion import DiffusionLM
+    from cdlm.models.autoregressive import AutoregressiveLM
+    from cdlm.models.classifier import AttributeClassifier
+    from cdlm.models.diffusion import DiffusionLM
 
     return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, AttributeClassifier)}
+
+
+# where cdlm's classes live, and lived: checkpoints record the module they were written from
+_MODULES = ("cdlm", "cdlm.models", "cdlm.models.diffusion", "cdlm.models.autoregressive", "cdlm.models.classifier",
+            "cdlm.diffusion", "cdlm.autoregressive", "cdlm.classifier")
 
 
 def model_name(ckpt: dict, source: str) -> str:
@@ -45,7 +50,7 @@ def model_name(ckpt: dict, source: str) -> str:
     if name is None:
         path = ckpt.get("class_path") or ckpt.get("hyper_parameters", {}).get("_class_path") or "cdlm.DiffusionLM"
         module, _, name = str(path).rpartition(".")
-        if module not in ("cdlm", "cdlm.diffusion", "cdlm.autoregressive", "cdlm.classifier"):
+        if module not in _MODULES:
             name = str(path)
     if name not in _models():
         raise ValueError(f"checkpoint {source!r} names the class {str(name)[:80]!r}, which is not a cdlm model "

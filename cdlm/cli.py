@@ -19,7 +19,6 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-import solvers
 
 EXTRA_COMMANDS = ("sample", "eval", "export")
 
@@ -203,8 +202,6 @@ def _check_device(device: str) -> None:
 
 
 def _check(args) -> None:
-    if args.method is not None and args.method not in solvers.available():
-        raise ValueError(f"unknown method {args.method!r}; available: {', '.join(solvers.available())}")
     for name in ("ckpt_path", "reference_ckpt", "classifier_ckpt", "output"):
         if getattr(args, name, None) == "":  # '' would be ignored, or read as the current folder
             raise ValueError(f"--{name} is empty; give a path")
@@ -216,7 +213,7 @@ def _check(args) -> None:
 
 
 def _sample(model, args, attributes=None):
-    from cdlm.constraints import parse_anchor
+    from cdlm.control.constraints import parse_anchor
 
     overridable = ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
                    "restart_steps", "restart_keep", "commit",
@@ -302,11 +299,11 @@ def cmd_eval(argv: list[str]) -> None:
     p.add_argument("--format", choices=("json", "md"), default="json")
     args = p.parse_args(argv)
     _check(args)
-    from cdlm.attributes import attribute_accuracy, expressed, parse_attributes, parse_mr
-    from cdlm.constraints import build_constraints, parse_anchor
+    from cdlm.control.attributes import attribute_accuracy, expressed, parse_attributes, parse_mr
+    from cdlm.control.constraints import build_constraints, parse_anchor
     from cdlm.data import TextDataModule
-    from cdlm.evaluate import generative_perplexity, heldout_nll, rejection_sample, sample_metrics
-    from cdlm.generation import Generation
+    from cdlm.evaluation import generative_perplexity, heldout_nll, rejection_sample, sample_metrics
+    from cdlm.sampling.base import Generation
 
     model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES)
     reference = _load(args.reference_ckpt, args.device, *SCORES)[0] if args.reference_ckpt else None

@@ -2,9 +2,10 @@ import lightning as L
 import pytest
 import torch
 
-from cdlm import DiffusionLM, TextDataModule, corpus
-from cdlm.attributes import AttributeVocab, attribute_accuracy, expressed, parse_attributes, parse_mr
-from cdlm.generation import Denoiser
+from cdlm import DiffusionLM, TextDataModule
+from cdlm.data import corpus
+from cdlm.control.attributes import AttributeVocab, attribute_accuracy, expressed, parse_attributes, parse_mr
+from cdlm.sampling.continuous import Denoiser
 
 
 def test_meaning_representations_in_every_spelling_are_the_same_attributes():
@@ -144,7 +145,7 @@ def test_sampling_with_attributes_and_its_errors():
 def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     """The plug-and-play classifier: trained on a diffusion checkpoint's embeddings, it stands
     alone, and its gradient shifts x0 by scale · σ²/α · ∇ log p."""
-    from cdlm.classifier import AttributeClassifier
+    from cdlm.models.classifier import AttributeClassifier
     from cdlm.checkpoints import load_checkpoint
 
     L.seed_everything(0)

@@ -5,7 +5,7 @@ import torch
 
 from cdlm.cli import main
 from cdlm.checkpoints import load_checkpoint
-from cdlm.evaluate import generative_perplexity
+from cdlm.evaluation import generative_perplexity
 
 
 def test_ar_checkpoint_samples_and_scores(tiny_ar_ckpt):

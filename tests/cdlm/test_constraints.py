@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from cdlm.constraints import build_constraints, parse_anchor
-from cdlm.tokenizer import train_tokenizer
+from cdlm.control.constraints import build_constraints, parse_anchor
+from cdlm.data.tokenizer import train_tokenizer
 
 TOK = train_tokenizer(["the eagle is a pub near the bakers .", "quantum entanglement is strange ."], kind="word")
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from cdlm import corpus
-from cdlm.corpus import (
+from cdlm.data import corpus
+from cdlm.data.corpus import (
     ATTRIBUTES, LANDMARKS, NAMES, VALUES, Record, corpus_texts, generate, is_valid, parse,
     random_record, realise, validity, vocabulary,
 )

@@ -107,7 +107,7 @@ def test_clean_context_training_and_commitment():
 
 
 def test_clean_padding_trains_on_the_text_and_samples_with_clean_padding():
-    from cdlm.model import CLEAN_LOG_SNR
+    from cdlm.networks import CLEAN_LOG_SNR
 
     dm = TextDataModule(num_examples=64, batch_size=8)
     model = tiny_model(dm, clean_padding=1.0)
@@ -126,7 +126,7 @@ def test_clean_padding_trains_on_the_text_and_samples_with_clean_padding():
 
 
 def test_commitment_schedule_decides_a_fraction_one_minus_t():
-    from cdlm.generation import Denoiser
+    from cdlm.sampling.continuous import Denoiser
 
     dm = TextDataModule(num_examples=64, batch_size=8)
     model = tiny_model(dm, clean_context=1.0)
@@ -169,7 +169,7 @@ def test_lengths_drawn_from_the_training_data(tmp_path):
 
 
 def test_keep_confident_keeps_the_surest_free_positions():
-    from cdlm.generation import keep_confident
+    from cdlm.sampling.continuous import keep_confident
 
     ids = torch.tensor([[0, 1, 2, 3]])
     probs = torch.tensor([[[0.9, 0.1, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.2, 0.8], [0, 0, 0.3, 0.7]]])

@@ -1,6 +1,6 @@
 import torch
 
-from cdlm.model import CausalLM, ScoreNetwork, TokenEmbedding
+from cdlm.networks import CausalLM, ScoreNetwork, TokenEmbedding
 
 
 def test_score_network_shapes_and_interpolation():

@@ -66,8 +66,8 @@ def test_kill_resume_is_bitwise_the_uninterrupted_run(tmp_path):
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert whole.wait() == 0, whole.stderr.read()
-    resumed_from = load(tmp_path / "killed/ckpt/last.ckpt")["global_step"]
-    assert 20 <= resumed_from < 60
+    resumed_from = load(tmp_path / "killed/ckpt/last.ckpt")["global_step"]  # 10 if killed between the two saves of step 20
+    assert resumed_from in (10, 20, 30, 40, 50)
     resume = subprocess.run([sys.executable, "-m", "cdlm.cli", *fit_args(tmp_path / "killed", "--trainer.max_steps=60",
                              "--ckpt_path", str(tmp_path / "killed/ckpt/last.ckpt"))], capture_output=True, text=True)
     assert resume.returncode == 0, resume.stderr
@@ -124,7 +124,7 @@ def test_max_time_saves_the_final_step(tmp_path, final_steps):
 
 
 def test_a_nan_loss_stops_with_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
-    from cdlm.diffusion import DiffusionLM
+    from cdlm.models.diffusion import DiffusionLM
 
     main(fit_args(tmp_path, "--trainer.max_steps=10"))
     good = (tmp_path / "ckpt/last.ckpt").read_bytes()
@@ -142,7 +142,7 @@ def test_a_nan_loss_stops_with_one_line_and_writes_nothing(tmp_path, capsys, mon
 
 
 def test_a_diverging_loss_stops_non_zero(tmp_path, capsys, monkeypatch):
-    from cdlm.diffusion import DiffusionLM
+    from cdlm.models.diffusion import DiffusionLM
 
     original = DiffusionLM._loss
 

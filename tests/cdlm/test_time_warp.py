@@ -1,6 +1,6 @@
 import torch
 
-from cdlm.time_warp import LossWarp
+from cdlm.models.time_warp import LossWarp
 
 
 def test_uniform_until_trained_then_dense_where_the_loss_rises():

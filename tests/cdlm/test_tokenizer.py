@@ -1,6 +1,6 @@
 import pytest
 
-from cdlm.tokenizer import PAD, decode, encode, load_tokenizer, train_tokenizer
+from cdlm.data.tokenizer import PAD, decode, encode, load_tokenizer, train_tokenizer
 
 TEXTS = ["the eagle is a pub near the bakers .", "blue spice serves cheap french food .", "hello, world!\nsecond line"]
 

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from cdlm import corpus
+from cdlm.data import corpus
 
 _PIECE = re.compile(r"\s*([^\[\],=]+?)\s*\[([^\[\]]*)\]\s*(?:,|$)")
 

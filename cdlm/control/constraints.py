@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cdlm.tokenizer import PAD, UNK, encode
+from cdlm.data.tokenizer import PAD, UNK, encode
 
 BLANK = "___"
 

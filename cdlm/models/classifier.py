@@ -14,10 +14,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cdlm.attributes import AttributeVocab
-from cdlm.lm import StepModule
-from cdlm.model import NoisyAttributeClassifier
-from cdlm.tokenizer import load_tokenizer
+from cdlm.control.attributes import AttributeVocab
+from cdlm.models.base import StepModule
+from cdlm.networks import NoisyAttributeClassifier
+from cdlm.data.tokenizer import load_tokenizer
 
 
 def _vocab(tokenizer_json: str) -> dict[str, int]:
@@ -57,7 +57,7 @@ class AttributeClassifier(StepModule):
         diffusion: dict | None = None,
     ):
         super().__init__()
-        from cdlm.diffusion import make_sde
+        from cdlm.models.diffusion import make_sde
         from cdlm.checkpoints import read_checkpoint
 
         if not attributes:

@@ -130,7 +130,7 @@ class ScoreNetwork(nn.Module):
     With `interpolate`, x0 = softmax(logits / τ)·E ("score interpolation", CDCD/Plaid): the
     estimate stays in the span of the embeddings; otherwise a linear head predicts x0 directly.
 
-    With `num_attributes`, multi-hot attributes [B, A] (`cdlm.attributes`) add their summed
+    With `num_attributes`, multi-hot attributes [B, A] (`cdlm.control.attributes`) add their summed
     embeddings to the time conditioning; all zeros (or None) is the unconditional model.
     """
 

@@ -2,29 +2,22 @@
 
 The denoiser carries the sampling-time state the solvers need not know about:
 self-conditioning on the previous x0 estimate, score temperature, known tokens (anchors,
-templates, prefixes; see `cdlm.constraints`), confidence-ordered commitment, and the x0 hook
+templates, prefixes; see `cdlm.control.constraints`), confidence-ordered commitment, and the x0 hook
 that clamps to the nearest embedding late in sampling. Restart passes re-noise the rounded
 result and solve again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 import solvers
-from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork
+from cdlm.sampling.base import Generation, most_confident
+from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
 
 # logits: argmax of one more call at the end time; nearest: embedding nearest to that call's x0;
 # last: argmax of the last solver call, no extra call (one NFE less per pass, for short restarts)
 ROUNDINGS = ("logits", "nearest", "last")
-
-
-@dataclass
-class Generation:
-    ids: torch.Tensor  # [B, L]
-    nfe: int  # denoiser calls per sample batch, including the final rounding call
 
 
 class Denoiser:
@@ -42,7 +35,7 @@ class Denoiser:
     than 1 also runs it unconditioned (one doubled batch) and guides the token log-probabilities,
     log p_u + s (log p_c - log p_u) (classifier-free guidance).
 
-    With a `classifier` (`cdlm.classifier.AttributeClassifier`) and its `classifier_targets`
+    With a `classifier` (`cdlm.models.classifier.AttributeClassifier`) and its `classifier_targets`
     [B, A], the gradient of log p(targets | x_t) joins the score with weight `classifier_scale`:
     as score = (α x0 - x_t) / σ², x0 moves by scale · σ²/α · ∇ log p (classifier guidance).
     """
@@ -164,12 +157,6 @@ def clamp_hook(net: ScoreNetwork, sde, below_t: float):
         return net.embedding(net.embedding.nearest(x0)).to(x0.dtype)
 
     return hook
-
-
-def most_confident(confidence: torch.Tensor, free: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Mask [B, L] of each row's `count` [B] free positions of highest `confidence` [B, L]."""
-    rank = confidence.masked_fill(~free, -1.0).argsort(1, descending=True).argsort(1)
-    return (rank < count[:, None]) & free
 
 
 def keep_confident(logits: torch.Tensor, ids: torch.Tensor, known: torch.Tensor | None, fraction: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from cdlm import corpus
+from cdlm.data import corpus
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def heldout_nll(model, loader, max_batches: int | None = None) -> dict:
 def generative_perplexity(reference, texts: Sequence[str], count_end: bool = True) -> float:
     """exp(mean NLL per token) of `texts` under an autoregressive reference model; with
     `count_end` the end-of-text pad counts as a token (sentence data)."""
-    from cdlm.tokenizer import encode
+    from cdlm.data.tokenizer import encode
 
     L = reference.hparams.seq_len
     ids = torch.full((len(texts), L), reference.pad_id, dtype=torch.long)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cdlm.generation import Generation
-from cdlm.lm import LanguageModel
-from cdlm.model import CausalLM, check_hparams
-from cdlm.tokenizer import encode
+from cdlm.sampling.base import Generation
+from cdlm.models.base import LanguageModel
+from cdlm.networks import CausalLM, check_hparams
+from cdlm.data.tokenizer import encode
 
 
 class AutoregressiveLM(LanguageModel):

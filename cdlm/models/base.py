@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from cdlm import corpus
-from cdlm.attributes import AttributeVocab
-from cdlm.tokenizer import PAD, decode, load_tokenizer
+from cdlm.data import corpus
+from cdlm.control.attributes import AttributeVocab
+from cdlm.data.tokenizer import PAD, decode, load_tokenizer
 
 
 def training_progress(trainer) -> float:

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import solvers
-from cdlm.attributes import parse_attributes
-from cdlm.constraints import build_constraints
-from cdlm.generation import ROUNDINGS, generate_ids
-from cdlm.lm import LanguageModel
-from cdlm.model import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
-from cdlm.time_warp import LossWarp
+from cdlm.control.attributes import parse_attributes
+from cdlm.control.constraints import build_constraints
+from cdlm.sampling.continuous import ROUNDINGS, generate_ids
+from cdlm.models.base import LanguageModel
+from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
+from cdlm.models.time_warp import LossWarp
 
 SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
 TIME_SAMPLINGS = ("stratified", "uniform", "warped")
@@ -62,14 +62,14 @@ class DiffusionLM(LanguageModel):
             log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
             (Diffusion-LM).
         time_sampling: "stratified" (one t per batch stratum), "uniform", or "warped"
-            (stratified, then warped by the running loss curve as in CDCD; `cdlm.time_warp`).
+            (stratified, then warped by the running loss curve as in CDCD; `cdlm.models.time_warp`).
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
             restart_log_snr, restart_log_snr_end, restart_steps, restart_keep, commit: the default sampler used
             by `generate`, validation samples and `cdlm sample`/`eval` (see
-            `cdlm.generation.generate_ids`).
+            `cdlm.sampling.continuous.generate_ids`).
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
             `condition_column`): the network is then conditioned on each text's attributes.
@@ -318,7 +318,7 @@ class DiffusionLM(LanguageModel):
                    classifier_scale: float = 1.0, **options):
         """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
 
-        Control (see `cdlm.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
+        Control (see `cdlm.control.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
         `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
         the ends, `length` the number of tokens ("data": each sample's drawn from the training
         texts' lengths). They hold at every solver step, for every method.
@@ -361,7 +361,9 @@ class DiffusionLM(LanguageModel):
             options.setdefault(key, h[key])
         options.setdefault("clean_known", h.clean_context > 0)
         options.setdefault("clean_pad", h.clean_padding > 0)
-        method = method or h.sample_method
+        method = h.sample_method if method is None else method
+        if method not in solvers.available():
+            raise ValueError(f"unknown method {method!r}; available: {', '.join(solvers.available())}")
         if method in IMPLICIT_METHODS:
             raise ValueError(f"method {method!r} is {IMPLICIT_WHY}")
         generator = None

@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from cdlm import corpus
-from cdlm.attributes import AttributeVocab, parse_mr
-from cdlm.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
+from cdlm.data import corpus
+from cdlm.control.attributes import AttributeVocab, parse_mr
+from cdlm.data.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
 
 EMBEDDED = "embedded"
 _FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -207,7 +207,7 @@ class TextDataModule(L.LightningDataModule):
         dataset_config: the configuration of a hub dataset (e.g. "wikitext-2-raw-v1").
         text_column: column holding the text in json/csv/hub data.
         condition_column: column holding each text's meaning representation ("name[x], food[y]")
-            for attribute-conditioned training (`cdlm.attributes`); for the embedded corpus any
+            for attribute-conditioned training (`cdlm.control.attributes`); for the embedded corpus any
             name (e.g. "mr") gives the generator's records. Batches then carry a third tensor,
             the multi-hot attributes.
         tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path.

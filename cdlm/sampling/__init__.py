@@ -1,0 +1,1 @@
+"""Samplers: what turns a trained network into token ids."""
