@@ -34,12 +34,14 @@ def _models() -> dict:
     from cdlm.models.autoregressive import AutoregressiveLM
     from cdlm.models.classifier import AttributeClassifier
     from cdlm.models.diffusion import DiffusionLM
+    from cdlm.models.masked import MaskedDiffusionLM
 
-    return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, AttributeClassifier)}
+    return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, MaskedDiffusionLM, AttributeClassifier)}
 
 
 # where cdlm's classes live, and lived: checkpoints record the module they were written from
 _MODULES = ("cdlm", "cdlm.models", "cdlm.models.diffusion", "cdlm.models.autoregressive", "cdlm.models.classifier",
+            "cdlm.models.masked",
             "cdlm.diffusion", "cdlm.autoregressive", "cdlm.classifier")
 
 
@@ -121,6 +123,8 @@ def build(name: str, hparams: dict, state: dict, source: str, device="cpu", expe
     cls = _models()[name]
     if expect is not None and not issubclass(cls, expect):
         raise ValueError(f"{source!r} holds a {name}, not a {expect.__name__}")
+    if hasattr(cls, "upgrade_hparams"):  # hyperparameters renamed since the checkpoint was written
+        hparams = cls.upgrade_hparams(dict(hparams))
     kwargs = checked_hparams(cls, hparams, source)
     try:
         model = cls(**kwargs)

@@ -6,6 +6,7 @@ Every failure the user can cause ends in one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -100,23 +101,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by `cdlm fit`")
     source.add_argument("--model", dest="ckpt_path", metavar="DIR", help="model folder written by `cdlm export`")
-    p.add_argument("--method", default=None, help="solver (default: the model's); see solvers.available()")
-    p.add_argument("--steps", type=int, default=None, help="solver steps (default: the model's)")
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=None, help="score temperature (default: the model's)")
-    p.add_argument("--clamp_below_t", type=float, default=None, help="snap x0 to embeddings below this t")
-    p.add_argument("--restarts", type=int, default=None, help="restart passes after the first solve")
-    p.add_argument("--restart_log_snr", type=float, default=None, help="log-SNR the restarts re-noise to")
-    p.add_argument("--restart_log_snr_end", type=float, default=None,
-                   help="log-SNR of the last restart (the level moves linearly from --restart_log_snr)")
-    p.add_argument("--restart_steps", type=int, default=None, help="solver steps per restart pass")
-    p.add_argument("--restart_keep", type=float, default=None,
-                   help="fraction of the surest tokens kept known by the last restart (mask-predict)")
-    p.add_argument("--rounding", choices=("logits", "nearest", "last"), default=None,
-                   help="how vectors become tokens (default: the model's); last skips the final call")
-    p.add_argument("--commit", type=_boolean, default=None,
-                   help="decide positions in order of confidence (true/false; default: the model's)")
+    for name, (kind, help) in sampler_flags().items():
+        p.add_argument(f"--{name}", type=_boolean if kind is bool else kind, default=None, help=f"{help} (default: the model's)")
     p.add_argument("--anchor", action="append", default=[], metavar="POS=WORD",
                    help="fix a word at a token position (from 0); repeatable")
     p.add_argument("--template", default=None, help='e.g. "the ___ serves ___ food ." (one ___ per token)')
@@ -133,6 +121,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier_scale", type=float, default=1.0, help="weight of the classifier's gradient")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sampler_flags() -> dict:
+    """name → (type, help) of every sampler setting any model declares: one flag each."""
+    from cdlm.sampling.settings import SETTINGS
+
+    flags = {}
+    for config in SETTINGS:
+        for f in dataclasses.fields(config):
+            kind = next(t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)) if name in str(f.type))
+            flags.setdefault(f.name, (kind, f.metadata["help"]))
+    return flags
 
 
 def _length(value: str):
@@ -166,18 +166,10 @@ def _fraction(v) -> bool:  # False for NaN, like every comparison
 # option → (test, what it must be): the flags whose values argparse's types alone let through;
 # an option left at None takes the model's default and is not checked.
 _CHECKS = {
-    "steps": (_positive, "a positive integer"),
     "num_samples": (lambda v: 1 <= v <= MAX_SAMPLES, f"a positive integer at most {MAX_SAMPLES:,}"),
     "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),  # numpy's range
     "batch_size": (_positive, "a positive integer"),
     "length": (lambda v: v == "data" or v >= 1, 'a positive number of tokens or "data"'),
-    "temperature": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-    "clamp_below_t": (_fraction, "a time in [0, 1]"),
-    "restarts": (lambda v: v >= 0, "a non-negative integer"),
-    "restart_log_snr": (math.isfinite, "a finite number"),
-    "restart_log_snr_end": (math.isfinite, "a finite number"),
-    "restart_steps": (_positive, "a positive integer"),
-    "restart_keep": (_fraction, "a fraction in [0, 1]"),
     "guidance_scale": (math.isfinite, "a finite number"),
     "classifier_scale": (math.isfinite, "a finite number"),
     "nll_batches": (lambda v: v >= 0, "a non-negative integer"),  # eval only
@@ -215,10 +207,8 @@ def _check(args) -> None:
 def _sample(model, args, attributes=None):
     from cdlm.control.constraints import parse_anchor
 
-    overridable = ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
-                   "restart_steps", "restart_keep", "commit",
-                   "template", "prefix", "suffix", "length", "guidance_scale")
-    options = {k: getattr(args, k) for k in overridable if getattr(args, k) is not None}
+    given = (*sampler_flags(), "template", "prefix", "suffix", "length", "guidance_scale")
+    options = {k: getattr(args, k) for k in given if getattr(args, k) is not None}
     if args.anchor:
         options["anchors"] = [parse_anchor(a) for a in args.anchor]
     attributes = attributes if attributes is not None else args.attribute or None
@@ -231,9 +221,7 @@ def _sample(model, args, attributes=None):
         options["classifier_scale"] = args.classifier_scale
     L.seed_everything(args.seed, verbose=False)
     start = time.perf_counter()
-    gen = model.sample_ids(
-        args.num_samples, method=args.method, steps=args.steps, seed=args.seed, batch_size=args.batch_size, **options
-    )
+    gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **options)
     return gen, time.perf_counter() - start
 
 
@@ -333,7 +321,7 @@ def cmd_eval(argv: list[str]) -> None:
     if args.anchor or args.template or args.prefix or args.suffix or exact_length is not None:
         constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
                                         args.prefix, args.suffix, args.template, exact_length)
-    left_to_right = model.hparams.get("sample_method") is None
+    left_to_right = model.left_to_right
     if left_to_right and (requests is not None or constraints is not None and (
         args.anchor or args.template or args.suffix or exact_length is not None
     )):  # a left-to-right model: the only way is to sample and reject
@@ -358,9 +346,7 @@ def cmd_eval(argv: list[str]) -> None:
     texts = model.decode(gen.ids)
     h = model.hparams
     result = {
-        "method": args.method or h.get("sample_method", "autoregressive"),
-        "steps": args.steps or h.get("sample_steps", h.seq_len),
-        "restarts": h.get("restarts", 0) if args.restarts is None else args.restarts,
+        **model.sampler_report(**{k: getattr(args, k) for k in sampler_flags() if getattr(args, k) is not None}),
         "nfe": gen.nfe,
         **sample_metrics(texts, data.texts()[0] if data else None, embedded=embedded),
         "sample_seconds": round(seconds, 3),

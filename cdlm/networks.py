@@ -1,5 +1,6 @@
 """The networks: a transformer backbone shared by the diffusion score network (bidirectional,
-time-conditioned) and the autoregressive baseline (causal), plus the learned token embedding."""
+time-conditioned), the masked diffusion denoiser (bidirectional, no time) and the autoregressive
+baseline (causal), plus the learned token embedding."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
     args = x.float()[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+def attribute_condition(layer: nn.Linear | None, attributes: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """[B, 1, width]: the summed embeddings of multi-hot attributes [B, A] (all zeros: unconditional),
+    broadcast over the sequence; None without an attribute layer or attributes."""
+    if layer is None or attributes is None:
+        return None
+    return layer(attributes.to(dtype))[:, None, :]
 
 
 class Block(nn.Module):
@@ -178,8 +187,9 @@ class ScoreNetwork(nn.Module):
         cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features).to(x_t.dtype))
         # [B, 1, width] broadcasts over the sequence; [B, L, width] gives each token its own level
         cond = cond.view(x_t.shape[0], 1 if per_sequence else x_t.shape[1], -1)
-        if self.attribute is not None and attributes is not None:
-            cond = cond + self.attribute(attributes.to(cond.dtype))[:, None, :]
+        extra = attribute_condition(self.attribute, attributes, cond.dtype)
+        if extra is not None:
+            cond = cond + extra
         h = self.backbone(self.inp(x_in) + cond, cond)
         logits = self.head(h).float()
         if self.interpolate:
@@ -187,6 +197,36 @@ class ScoreNetwork(nn.Module):
         else:
             x0 = self.x0_head(h).float()
         return logits, x0.to(x_t.dtype)
+
+
+class MaskedNetwork(nn.Module):
+    """Partly masked ids z [B, L] → logits [B, L, V] of the clean token at every position.
+
+    The id `mask_id` = V (one past the tokenizer's vocabulary) marks a masked position. There is
+    no time input: in absorbing diffusion the masked positions themselves say how much is left
+    (MDLM: time conditioning is unnecessary). The head never predicts the mask token (SUBS: its
+    logit is -inf by construction); embeddings are tied as in `CausalLM`.
+
+    With `num_attributes`, multi-hot attributes [B, A] condition every block (adaLN) as in
+    `ScoreNetwork`; all zeros (or None) is the unconditional model.
+    """
+
+    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
+                 num_attributes: int = 0):
+        super().__init__()
+        self.vocab_size, self.mask_id = vocab_size, vocab_size
+        self.embedding = nn.Embedding(vocab_size + 1, width)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0)
+
+    def forward(self, z: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embedding(z)
+        cond = attribute_condition(self.attribute, attributes, h.dtype)
+        if self.attribute is not None and cond is None:
+            cond = h.new_zeros(h.shape[0], 1, h.shape[2])  # the unconditional model
+        h = self.backbone(h if cond is None else h + cond, cond)
+        return (h @ self.embedding.weight[: self.vocab_size].T).float()
 
 
 class NoisyAttributeClassifier(nn.Module):

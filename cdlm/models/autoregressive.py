@@ -70,12 +70,16 @@ class AutoregressiveLM(LanguageModel):
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 
+    left_to_right = True
+
+    def sampler_report(self, **settings) -> dict:
+        return {"method": "autoregressive", "steps": self.hparams.seq_len, "restarts": 0}
+
     @torch.no_grad()
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,
-                   prefix: str | None = None, batch_size: int = 256, method: str | None = None,
-                   steps: int | None = None, **unsupported):
+                   prefix: str | None = None, batch_size: int = 256, **unsupported):
         """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix`; stops early
-        once every row has emitted a pad. `method`/`steps` are accepted and ignored (one pass)."""
+        once every row has emitted a pad. Anything else a diffusion sampler takes is an error."""
         # lengths "from the data" are what a left-to-right model samples anyway
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False) and (k, v) != ("length", "data")}
         if unsupported:

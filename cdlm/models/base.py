@@ -4,6 +4,7 @@ samples (with validity on the embedded corpus) logged at every validation."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from cdlm.data import corpus
-from cdlm.control.attributes import AttributeVocab
+from cdlm.control.attributes import AttributeVocab, parse_attributes
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
 
 
@@ -111,7 +112,10 @@ class StepModule(L.LightningModule):
 
 class LanguageModel(StepModule):
     """Base class; subclasses build `self.net` and implement `_loss(batch, stage)`,
-    `sample_ids(num_samples, seed=..., ...) -> Generation` and `sequence_nll(ids) -> [B] nats`."""
+    `sample_ids(num_samples, seed=..., ...) -> Generation`, `sequence_nll(ids) -> [B] nats` and
+    `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
+
+    left_to_right = False  # True: control beyond a prefix goes through rejection sampling
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None):
         super().__init__()
@@ -157,3 +161,65 @@ class LanguageModel(StepModule):
         if hasattr(experiment, "add_text"):
             body = "\n\n".join(f"    {t}" for t in texts[:16])  # indented: a Markdown code block
             experiment.add_text("samples", body, self.global_step)
+
+
+class DiffusionBase(LanguageModel):
+    """What the two diffusion models share beyond LanguageModel: EMA weights of `self.net` for
+    sampling, the training texts' length distribution (`length="data"`), and attribute
+    conditions (requests, their encoding, and the dropout that trains the unconditional model
+    classifier-free guidance needs). Subclasses build `self.net`, then call `init_ema()`, and
+    declare the hyperparameters used here: ema_decay, length_counts, condition_dropout,
+    attribute_dropout."""
+
+    def init_ema(self) -> None:
+        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+
+    def optimizer_step(self, *args, **kwargs):
+        # EMA follows each optimizer step inside the step itself, so a checkpoint saved at the end
+        # of the batch (before the module's own batch-end hook) already holds this step's EMA
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.global_step + 1)
+
+    @torch.no_grad()
+    def update_ema(self, steps_taken: int) -> None:
+        """Move the EMA weights towards the network's, with the decay warmed up as (1+n)/(10+n)."""
+        decay = min(self.hparams.ema_decay, (1 + steps_taken) / (10 + steps_taken))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
+
+    def on_fit_start(self):
+        counts = getattr(self.trainer.datamodule, "length_counts", None)
+        if self.hparams.length_counts is None and counts is not None:
+            self.hparams.length_counts = counts()  # saved with the checkpoint's hyperparameters
+
+    def data_lengths(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
+        """`num_samples` lengths drawn from the training data's length distribution."""
+        counts = self.hparams.length_counts
+        if not counts:
+            raise ValueError("this checkpoint has no length distribution (trained on packed text, or before it was recorded)")
+        g = torch.Generator().manual_seed(seed if seed is not None else 0)
+        return torch.multinomial(torch.tensor(counts, dtype=torch.float), num_samples, replacement=True, generator=g)
+
+    @staticmethod
+    def attribute_requests(attributes, num_samples: int) -> list[dict[str, str]]:
+        """N attribute requests ({key: value}) from one request or a list of N."""
+        # a list of mappings or of MR strings is one request per sample; KEY=VALUE strings are one request
+        per_sample = isinstance(attributes, (list, tuple)) and any(not isinstance(a, str) or "[" in a for a in attributes)
+        requests = [parse_attributes(a) for a in attributes] if per_sample else [parse_attributes(attributes)] * num_samples
+        if len(requests) != num_samples:
+            raise ValueError(f"{len(requests)} attribute requests for {num_samples} samples")
+        return requests
+
+    def attribute_rows(self, attributes, num_samples: int) -> torch.Tensor:
+        """Multi-hot conditions [N, A] on the model's device for `attributes` (see `attribute_requests`)."""
+        requests = self.attribute_requests(attributes, num_samples)
+        if self.attribute_vocab is None:
+            raise ValueError("this model was trained without attributes (fit with --data.condition_column)")
+        return self.attribute_vocab.encode(requests).to(self.device)
+
+    def drop_attributes(self, attributes: torch.Tensor) -> torch.Tensor:
+        """Training conditions: each attribute dropped with `attribute_dropout`, all of an
+        example's with `condition_dropout` (the unconditional model, for guidance)."""
+        h = self.hparams
+        keep = torch.rand(attributes.shape, device=attributes.device) >= h.attribute_dropout
+        keep &= torch.rand(attributes.shape[0], 1, device=attributes.device) >= h.condition_dropout
+        return attributes * keep

@@ -11,19 +11,14 @@ import torch.nn.functional as F
 import solvers
 from cdlm.control.attributes import parse_attributes
 from cdlm.control.constraints import build_constraints
-from cdlm.sampling.continuous import ROUNDINGS, generate_ids
+from cdlm.sampling.continuous import generate_ids
+from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 from cdlm.models.base import LanguageModel
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.models.time_warp import LossWarp
 
 SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
 TIME_SAMPLINGS = ("stratified", "uniform", "warped")
-# Implicit solvers build finite-difference Jacobians, one network call per state coordinate, with
-# float64-sized steps that see only a float32 network's rounding noise: Newton fails, steps collapse.
-# On a 40-token model Radau never finished; BDF given a proper Jacobian took 100x RK45's time.
-IMPLICIT_METHODS = ("scipy:Radau", "scipy:BDF", "scipy:LSODA", "torchdiffeq:scipy_solver")
-IMPLICIT_WHY = ("an implicit solver, unsuited to a network-sized state (it builds a finite-difference "
-                "Jacobian, one network call per coordinate); use an explicit one such as scipy:RK45")
 
 
 def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
@@ -66,10 +61,8 @@ class DiffusionLM(LanguageModel):
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
-        sample_method, sample_steps, temperature, clamp_below_t, rounding, restarts,
-            restart_log_snr, restart_log_snr_end, restart_steps, restart_keep, commit: the default sampler used
-            by `generate`, validation samples and `cdlm sample`/`eval` (see
-            `cdlm.sampling.continuous.generate_ids`).
+        sampler: the default sampler settings (`cdlm.sampling.settings.SamplerConfig`) of
+            `generate`, validation samples and `cdlm sample`/`eval`; a mapping of its fields works too.
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
             `condition_column`): the network is then conditioned on each text's attributes.
@@ -109,17 +102,7 @@ class DiffusionLM(LanguageModel):
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.05,
         ema_decay: float = 0.999,
-        sample_method: str = "ddim",
-        sample_steps: int = 50,
-        temperature: float = 0.5,
-        clamp_below_t: float = 0.0,
-        rounding: str = "logits",
-        restarts: int = 0,
-        restart_log_snr: float = -1.5,
-        restart_log_snr_end: float | None = None,
-        restart_steps: int = 10,
-        restart_keep: float = 0.0,
-        commit: bool = False,
+        sampler: SamplerConfig | None = None,
         val_samples: int = 64,
         attributes: list[str] | None = None,
         condition_dropout: float = 0.1,
@@ -130,12 +113,7 @@ class DiffusionLM(LanguageModel):
         super().__init__(tokenizer_json, attributes)
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
-        if sample_method not in solvers.available():
-            raise ValueError(f"unknown sample_method {sample_method!r}; available: {', '.join(solvers.available())}")
-        if sample_method in IMPLICIT_METHODS:
-            raise ValueError(f"sample_method {sample_method!r} is {IMPLICIT_WHY}")
+        self.sampler = SamplerConfig.of(sampler)
         check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
         for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
                         ("attribute_dropout", attribute_dropout), ("clean_context", clean_context),
@@ -143,6 +121,7 @@ class DiffusionLM(LanguageModel):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         self.save_hyperparameters()
+        self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
         self.sde = make_sde(schedule, log_snr_min, log_snr_max)
         self.net = ScoreNetwork(
             vocab_size=self.tokenizer.get_vocab_size(),
@@ -160,6 +139,15 @@ class DiffusionLM(LanguageModel):
         self.net.embedding.weight.requires_grad_(learn_embeddings)
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
         self.time_warp = LossWarp() if time_sampling == "warped" else None
+
+    @staticmethod
+    def upgrade_hparams(hparams: dict) -> dict:
+        """Hyperparameters of checkpoints from before `SamplerConfig`: the flat sampler names fold into `sampler`."""
+        legacy = {LEGACY_NAMES[k]: v for k, v in hparams.items() if k in LEGACY_NAMES}
+        if not legacy:
+            return hparams
+        rest = {k: v for k, v in hparams.items() if k not in LEGACY_NAMES}
+        return {**rest, "sampler": {**legacy, **(hparams.get("sampler") or {})}}
 
     # ---------------------------------------------------------------- training
     def on_fit_start(self):
@@ -311,12 +299,19 @@ class DiffusionLM(LanguageModel):
         return [{"params": rest}, emb] if h.learn_embeddings else [{"params": rest}]
 
     # ---------------------------------------------------------------- sampling
-    def sample_ids(self, num_samples: int = 16, method: str | None = None, steps: int | None = None,
-                   seed: int | None = None, use_ema: bool = True, anchors=None, prefix: str | None = None,
-                   suffix: str | None = None, template: str | None = None, length: int | str | None = None,
-                   attributes=None, guidance_scale: float | None = None, classifier=None,
-                   classifier_scale: float = 1.0, **options):
-        """Token ids [N, L] and the NFE, with the trained defaults unless overridden.
+    def sampler_report(self, **settings) -> dict:
+        """The settings `eval` reports beside its metrics."""
+        s = self.sampler.replace(**settings)
+        return {"method": s.method, "steps": s.steps, "restarts": s.restarts}
+
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True, anchors=None,
+                   prefix: str | None = None, suffix: str | None = None, template: str | None = None,
+                   length: int | str | None = None, attributes=None, guidance_scale: float | None = None,
+                   classifier=None, classifier_scale: float = 1.0, clean_known: bool | None = None,
+                   clean_pad: bool | None = None, batch_size: int = 256, solver_options: dict | None = None,
+                   **settings):
+        """Token ids [N, L] and the NFE, with the model's sampler settings unless overridden:
+        `settings` are fields of `SamplerConfig` (method, steps, temperature, restarts, ...).
 
         Control (see `cdlm.control.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
         `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
@@ -329,9 +324,13 @@ class DiffusionLM(LanguageModel):
         With a `classifier` (`cdlm.AttributeClassifier` trained on this model) the request also
         guides by its gradient, weighted by `classifier_scale`; this works for unconditional models.
         The gradient moves x0, so the tokens are then read off x0 (rounding "nearest") when the
-        model's default is "last".
+        model's default is "last". `clean_known`/`clean_pad` override whether known tokens and
+        padding are shown clean (by default, as the model was trained); `solver_options` go to
+        `solvers.sample` (e.g. rtol for adaptive methods).
         """
         h = self.hparams
+        sampler = self.sampler.replace(**settings)
+        options = {}
         if attributes is not None:
             requests = self.attribute_requests(attributes, num_samples)
             if self.attribute_vocab is None and classifier is None:
@@ -342,11 +341,11 @@ class DiffusionLM(LanguageModel):
                 options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
             if classifier is not None:
                 # the classifier moves x0; rounding "last" reads only the network's logits
-                if options.get("rounding", h.rounding) == "last":
-                    if "rounding" in options:
+                if sampler.rounding == "last":
+                    if settings.get("rounding") == "last":
                         raise ValueError("classifier guidance moves x0, which rounding='last' never reads; "
                                          "use rounding 'nearest' or 'logits'")
-                    options["rounding"] = "nearest"
+                    sampler = sampler.replace(rounding="nearest")
                 classifier = classifier.to(self.device).eval()
                 options.update(classifier=classifier, classifier_targets=classifier.encode(requests),
                                classifier_scale=classifier_scale)
@@ -354,18 +353,9 @@ class DiffusionLM(LanguageModel):
             options["lengths"], options["pad_id"], length = self.data_lengths(num_samples, seed), self.pad_id, None
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
-            options.setdefault("known_ids", c.known_ids)
-            options.setdefault("logit_bias", c.logit_bias)
-        for key in ("temperature", "clamp_below_t", "rounding", "restarts", "restart_log_snr", "restart_log_snr_end",
-                    "restart_steps", "restart_keep", "commit"):
-            options.setdefault(key, h[key])
-        options.setdefault("clean_known", h.clean_context > 0)
-        options.setdefault("clean_pad", h.clean_padding > 0)
-        method = h.sample_method if method is None else method
-        if method not in solvers.available():
-            raise ValueError(f"unknown method {method!r}; available: {', '.join(solvers.available())}")
-        if method in IMPLICIT_METHODS:
-            raise ValueError(f"method {method!r} is {IMPLICIT_WHY}")
+            options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
+        options["clean_known"] = h.clean_context > 0 if clean_known is None else clean_known
+        options["clean_pad"] = h.clean_padding > 0 if clean_pad is None else clean_pad
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -377,10 +367,11 @@ class DiffusionLM(LanguageModel):
                 self.sde,
                 num_samples,
                 h.seq_len,
-                method=method,
-                steps=steps if steps is not None else h.sample_steps,
+                sampler,
                 generator=generator,
+                batch_size=batch_size,
                 **options,
+                **(solver_options or {}),
             )
         finally:
             self.train(was_training)

@@ -13,11 +13,9 @@ import torch
 
 import solvers
 from cdlm.sampling.base import Generation, most_confident
+from cdlm.sampling.settings import SamplerConfig
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
 
-# logits: argmax of one more call at the end time; nearest: embedding nearest to that call's x0;
-# last: argmax of the last solver call, no extra call (one NFE less per pass, for short restarts)
-ROUNDINGS = ("logits", "nearest", "last")
 
 
 class Denoiser:
@@ -176,17 +174,7 @@ def generate_ids(
     sde,
     num_samples: int,
     seq_len: int,
-    method: str = "ddim",
-    steps: int = 50,
-    temperature: float = 1.0,
-    clamp_below_t: float = 0.0,
-    rounding: str = "logits",
-    restarts: int = 0,
-    restart_log_snr: float = -1.5,
-    restart_log_snr_end: float | None = None,
-    restart_steps: int = 10,
-    restart_keep: float = 0.0,
-    commit: bool = False,
+    sampler: SamplerConfig,
     known_ids: torch.Tensor | None = None,
     clean_known: bool = False,
     clean_pad: bool = False,
@@ -202,7 +190,8 @@ def generate_ids(
     pad_id: int = 0,
     **solver_options,
 ) -> Generation:
-    """Sample `num_samples` id sequences of length `seq_len` from noise.
+    """Sample `num_samples` id sequences of length `seq_len` from noise, as `sampler` says
+(`SamplerConfig`: method, steps, temperature, clamping, rounding, restarts, commitment).
 
     `known_ids` ([L] or [num_samples, L], -1 where free) are tokens imposed at every step
     (anchors, templates, prefixes); `commit` decides the free positions in order of confidence
@@ -224,24 +213,16 @@ def generate_ids(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; valid: {', '.join(ROUNDINGS)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if restarts < 0 or restart_steps < 1:
-        raise ValueError(f"restarts must be >= 0 and restart_steps >= 1, got {restarts} and {restart_steps}")
-    if not 0.0 <= restart_keep <= 1.0:
-        raise ValueError(f"restart_keep is a fraction in [0, 1], got {restart_keep}")
     device = next(net.parameters()).device
     if classifier is not None and not torch.allclose(classifier.embedding.to(device), net.embedding.table().float(), atol=1e-5):
         raise ValueError("the classifier was trained on another model's embeddings; train it on this checkpoint")
     d = net.embedding.weight.shape[1]
     t_end = solver_options.pop("t_end", None)
     t_end = float(sde.t_min_default if t_end is None else t_end)
-    end = restart_log_snr if restart_log_snr_end is None else restart_log_snr_end
-    levels = torch.linspace(restart_log_snr, end, max(restarts, 1), dtype=torch.float64)
+    end = sampler.restart_log_snr if sampler.restart_log_snr_end is None else sampler.restart_log_snr_end
+    levels = torch.linspace(sampler.restart_log_snr, end, max(sampler.restarts, 1), dtype=torch.float64)
     t_restarts = [float(t) for t in sde.t_from_log_snr(levels)]
-    x0_hook = clamp_hook(net, sde, clamp_below_t) if clamp_below_t > 0 else None
+    x0_hook = clamp_hook(net, sde, sampler.clamp_below_t) if sampler.clamp_below_t > 0 else None
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -256,7 +237,7 @@ def generate_ids(
                 raise ValueError("known tokens lie beyond a sampled length")
             known[after] = pad_id
             pad_banned = ~after
-        denoiser = Denoiser(net, sde, temperature, known_ids=known, clean_known=clean_known, commit=commit,
+        denoiser = Denoiser(net, sde, sampler.temperature, known_ids=known, clean_known=clean_known, commit=sampler.commit,
                             logit_bias=None if logit_bias is None else logit_bias.to(device), generator=generator,
                             attributes=None if attributes is None else attributes[start : start + n].to(device),
                             guidance_scale=guidance_scale, classifier=classifier,
@@ -265,21 +246,21 @@ def generate_ids(
                             clean_pad=clean_pad)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
-        for k in range(restarts + 1):
-            t_from, pass_steps = (1.0, steps) if k == 0 else (t_restarts[k - 1], restart_steps)
+        for k in range(sampler.restarts + 1):
+            t_from, pass_steps = (1.0, sampler.steps) if k == 0 else (t_restarts[k - 1], sampler.restart_steps)
             if k:
-                if restart_keep > 0:  # `known` stays the imposed tokens; the kept ones change per restart
-                    denoiser.known_ids = keep_confident(denoiser.logits, ids, known, restart_keep * k / restarts)
+                if sampler.restart_keep > 0:  # `known` stays the imposed tokens; the kept ones change per restart
+                    denoiser.known_ids = keep_confident(denoiser.logits, ids, known, sampler.restart_keep * k / sampler.restarts)
                 noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
                 x = sde.perturb(net.embedding(ids).to(x.dtype), torch.full((n,), t_from, device=device), noise)
             result = solvers.sample(
-                denoiser, sde, x, method=method, steps=pass_steps, t_start=t_from, t_end=t_end,
+                denoiser, sde, x, method=sampler.method, steps=pass_steps, t_start=t_from, t_end=t_end,
                 generator=generator, x0_hook=x0_hook, **solver_options,
             )
-            if rounding != "last":
+            if sampler.rounding != "last":
                 denoiser(result.x, torch.full((n,), t_end, device=device))  # logits at the end time
-            ids = net.embedding.nearest(denoiser.x0_prev) if rounding == "nearest" else denoiser.logits.argmax(-1)
-            calls += result.nfe + (rounding != "last")
+            ids = net.embedding.nearest(denoiser.x0_prev) if sampler.rounding == "nearest" else denoiser.logits.argmax(-1)
+            calls += result.nfe + (sampler.rounding != "last")
         chunks.append(ids)
         nfe = max(nfe, calls)
     return Generation(torch.cat(chunks), nfe)

@@ -82,7 +82,7 @@ def test_data_module_reads_a_condition_column_from_csv(tmp_path):
 
 
 def conditioned_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sample_steps=4,
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sampler={"steps": 4},
                 attributes=dm.attribute_names())
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)

@@ -94,7 +94,7 @@ def test_bad_input_is_one_line(tiny_ckpt, tmp_path, capsys):
     corrupt.write_bytes(b"not a checkpoint")
     assert "not a readable torch checkpoint" in fails(capsys, "eval", "--ckpt_path", str(corrupt))
     assert "unknown method 'warp'" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--method", "warp")
-    assert "--steps must be a positive integer, got -3" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--steps", "-3")
+    assert "error: steps must be a positive integer, got -3" in fails(capsys, "sample", "--ckpt_path", str(tiny_ckpt), "--steps", "-3")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert "holds no text" in fails(capsys, "fit", f"--data.dataset={empty}", "--trainer.max_steps=1")

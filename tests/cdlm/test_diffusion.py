@@ -7,7 +7,7 @@ from cdlm.checkpoints import load_checkpoint
 
 
 def tiny_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sample_steps=4)
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sampler={"steps": 4})
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -57,8 +57,8 @@ def test_generate_shapes_and_seed_reproducible():
 
 def test_bad_model_arguments():
     dm = TextDataModule(num_examples=64)
-    with pytest.raises(ValueError, match="unknown sample_method 'nope'"):
-        tiny_model(dm, sample_method="nope")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        tiny_model(dm, sampler={"method": "nope"})
     with pytest.raises(ValueError, match="unknown schedule 'zigzag'"):
         tiny_model(dm, schedule="zigzag")
 
@@ -87,7 +87,7 @@ def test_anchors_and_length_hold_for_every_kind_of_solver(method):
 def test_clean_context_training_and_commitment():
     L.seed_everything(0)
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm, clean_context=1.0, commit=True)
+    model = tiny_model(dm, clean_context=1.0, sampler={"steps": 4, "commit": True})
     dm.setup("fit")
     ids = next(iter(dm.train_dataloader()))[0]
     known = model.sample_known(ids)

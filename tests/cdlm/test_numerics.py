@@ -6,7 +6,7 @@ import torch
 
 import solvers
 from cdlm.checkpoints import load_checkpoint
-from cdlm.models.diffusion import IMPLICIT_METHODS
+from cdlm.sampling.settings import IMPLICIT_METHODS
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,212 @@
+"""MaskedDiffusionLM: masked (absorbing-state) diffusion, MDLM / LLaDA style, on the shared backbone.
+
+The forward process replaces each token independently by a mask token, with probability
+1 - α_t at time t; the network predicts the clean token at every masked position from the rest
+(SUBS: never the mask itself, and unmasked positions are carried over, so only masked positions
+carry loss). Training minimises the continuous-time NELBO, a weighted masked-LM loss; sampling
+unmasks from all-mask (`cdlm.sampling.masked`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from cdlm.control.constraints import build_constraints
+from cdlm.models.base import DiffusionBase
+from cdlm.networks import MaskedNetwork, check_hparams
+from cdlm.sampling.masked import FIELDS, SCHEDULES, MaskedSamplerConfig, alpha, generate_masked, nelbo_weight
+
+OBJECTIVES = ("mdlm", "llada")
+# Training times are drawn from [EPS, 1]: the 1/t weight of a masked token makes the loss's
+# variance diverge as t → 0 (MDLM's and LLaDA's ε alike).
+EPS = 1e-3
+
+
+class MaskedDiffusionLM(DiffusionBase):
+    """A masked diffusion language model.
+
+    Args:
+        tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
+        seq_len: sequence length (must equal the data module's).
+        width, depth, heads, dropout: the bidirectional transformer (`MaskedNetwork`, the
+            backbone DiffusionLM and AutoregressiveLM share); no time input.
+        schedule: α_t, the probability a token is unmasked at time t: "log_linear" (1 - t) or
+            "cosine" (cos(πt/2)). It shapes the mdlm objective's time distribution and the
+            ancestral sampler's steps; the NELBO itself does not depend on it.
+        objective: "mdlm": t ~ U(ε, 1) stratified over the batch, tokens masked with
+            probability 1 - α_t, masked cross-entropies weighted by -α'_t / (1 - α_t);
+            "llada": a masking ratio t ~ U(ε, 1) per sequence, cross-entropies divided by t.
+            Both estimate the same NELBO per token, and coincide for log_linear but for the
+            stratification.
+        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
+        ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
+        sampler: the default sampler settings (`cdlm.sampling.masked.MaskedSamplerConfig`:
+            method, steps, temperature, block_length, threshold) of `generate`, validation
+            samples and `cdlm sample`/`eval`; a mapping of its fields works too.
+        val_samples: samples generated and logged at each validation (0 disables).
+        attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
+            `condition_column`): the network is then conditioned on each text's attributes.
+        condition_dropout, attribute_dropout: probabilities that all of an example's attributes,
+            or each one, are dropped in training (the unconditional model guidance needs).
+        guidance_scale: default classifier-free guidance scale s: log p_u + s (log p_c - log p_u).
+        length_counts: how many training texts have 0..seq_len tokens, filled in from the data
+            module when training starts; `generate(length="data")` draws lengths from it.
+
+    Shared arguments have DiffusionLM's defaults: `cdlm fit --model cdlm.MaskedDiffusionLM`
+    carries DiffusionLM's values across the change of class unless given.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: str | None = None,
+        seq_len: int = 40,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dropout: float = 0.0,
+        schedule: str = "log_linear",
+        objective: str = "mdlm",
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 200,
+        min_lr_ratio: float = 0.05,
+        ema_decay: float = 0.999,
+        sampler: MaskedSamplerConfig | None = None,
+        val_samples: int = 64,
+        attributes: list[str] | None = None,
+        condition_dropout: float = 0.1,
+        attribute_dropout: float = 0.3,
+        guidance_scale: float = 1.0,
+        length_counts: list[int] | None = None,
+    ):
+        super().__init__(tokenizer_json, attributes)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+        for name, p in (("condition_dropout", condition_dropout), ("attribute_dropout", attribute_dropout)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
+        self.sampler = MaskedSamplerConfig.of(sampler)
+        self.save_hyperparameters()
+        self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
+        self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout,
+                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0)
+        self.mask_id = self.net.mask_id
+        self.init_ema()
+
+    # ---------------------------------------------------------------- training
+    def masking(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masking probability [B], weight of a masked token's cross-entropy [B]) of a training batch."""
+        if self.hparams.objective == "llada":
+            t = EPS + (1 - EPS) * torch.rand(batch, device=self.device, dtype=torch.float64)
+            return t, 1 / t
+        # one draw per stratum: same marginal, lower-variance batch loss
+        u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
+        t = EPS + (1 - EPS) * u[torch.randperm(batch, device=self.device)]
+        schedule = self.hparams.schedule
+        return 1 - alpha(schedule, t), nelbo_weight(schedule, t)
+
+    def masked_nll(self, net: MaskedNetwork, ids: torch.Tensor, masked: torch.Tensor,
+                   attributes: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy [B, L] of the tokens at `masked` positions given the rest (0 elsewhere)."""
+        logits = net(ids.masked_fill(masked, self.mask_id), attributes)
+        return F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * masked
+
+    def nelbo_terms(self, net: MaskedNetwork, ids: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
+        """One-time Monte Carlo estimate [B] of each sequence's NELBO, by the `objective`."""
+        rate, weight = self.masking(ids.shape[0])
+        masked = torch.rand(ids.shape, device=ids.device) < rate[:, None].to(torch.float32)
+        return weight.to(torch.float32) * self.masked_nll(net, ids, masked, attributes).sum(1)
+
+    def _loss(self, batch, stage: str):
+        ids = batch[0]
+        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attributes is not None and stage == "train":
+            attributes = self.drop_attributes(attributes)
+        loss = self.nelbo_terms(self.net, ids, attributes).mean() / ids.shape[1]  # nats per token
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
+        return loss
+
+    @torch.no_grad()
+    def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True) -> torch.Tensor:
+        """An upper bound on -log p(ids) in nats per sequence [B]: the continuous-time NELBO.
+
+        NELBO = ∫ -α'_t/(1-α_t) E[Σ_masked -log p(w_i | z_t)] dt. The network sees no time, so
+        the integral over t given l masked positions can be done exactly (∫₀¹ (1/r) P(l | r) dr
+        = 1/l with r = 1 - α_t): NELBO = E_{l ~ U{1..L}} E_{|S| = l} [L/l Σ_{i∈S} -log p(w_i | w
+        with S masked)], the same for every schedule. `num_times` draws of l, stratified, each
+        with its own random set S; no t → 0 truncation, and finite variance. Every position counts,
+        padding included (it encodes the length).
+        """
+        net = self.ema if use_ema else self.net
+        B, L = ids.shape
+        total = torch.zeros(B, dtype=torch.float64, device=ids.device)
+        for k in range(num_times):
+            u = (k + torch.rand(B, dtype=torch.float64, device=ids.device)) / num_times
+            count = (u * L).long().clamp(max=L - 1) + 1  # uniform on 1..L over the strata
+            rank = torch.rand(B, L, device=ids.device).argsort(1).argsort(1)
+            nll = self.masked_nll(net, ids, rank < count[:, None]).sum(1).double()
+            total += (L / count) * nll / num_times
+        return total
+
+    def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.nll_bound(ids)
+
+    # ---------------------------------------------------------------- sampling
+    def sampler_report(self, **settings) -> dict:
+        """The settings `eval` reports beside its metrics."""
+        s = self.sampler.replace(**settings)
+        return {name: getattr(s, name) for name in s.used()}
+
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True, anchors=None,
+                   prefix: str | None = None, suffix: str | None = None, template: str | None = None,
+                   length: int | str | None = None, attributes=None, guidance_scale: float | None = None,
+                   batch_size: int = 256, **settings):
+        """Token ids [N, L] and the NFE (network calls), with the model's sampler settings unless
+        overridden: `settings` are fields of `MaskedSamplerConfig` (method, steps, temperature,
+        block_length, threshold); one its method does not read is an error, as is any other option.
+
+        Control as DiffusionLM's (`cdlm.control.constraints`): `anchors`, `template`, `prefix`,
+        `suffix` and `length` (an int, or "data": each sample's drawn from the training texts')
+        fix tokens that are never masked, and ban padding before the length. `attributes` (models
+        trained with a `condition_column`): one request for all samples or a list of N;
+        `guidance_scale` overrides the classifier-free scale (two network calls a step unless 1).
+        """
+        given = {k: v for k, v in settings.items() if v is not None}
+        foreign = sorted(set(given) - set(FIELDS))
+        if foreign:
+            raise ValueError(f"a masked diffusion model cannot take {', '.join(foreign)}; "
+                             f"its sampler settings are {', '.join(FIELDS)}")
+        sampler = self.sampler.replace(**given)
+        unread = [k for k in given if k not in sampler.used()]
+        if unread:
+            raise ValueError(f"method {sampler.method!r} does not use {', '.join(unread)}")
+        h = self.hparams
+        options = {}
+        if attributes is not None:
+            options["attributes"] = self.attribute_rows(attributes, num_samples)
+            options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
+        elif guidance_scale is not None:
+            raise ValueError("guidance_scale guides towards attributes: give attributes too")
+        if length == "data":
+            options["lengths"], options["pad_id"], length = self.data_lengths(num_samples, seed), self.pad_id, None
+        elif length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+            raise ValueError(f'length {length!r} is neither a number of tokens nor "data"')
+        if any(c is not None for c in (anchors, prefix, suffix, template, length)):
+            c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
+            options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        was_training = self.training
+        self.eval()
+        try:
+            return generate_masked(self.ema if use_ema else self.net, num_samples, h.seq_len, sampler,
+                                   schedule=h.schedule, generator=generator, batch_size=batch_size, **options)
+        finally:
+            self.train(was_training)

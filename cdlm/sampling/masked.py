@@ -1,0 +1,270 @@
+"""Masked (absorbing-state) diffusion sampling: from all-mask to tokens, known tokens never masked.
+
+Every sampler starts from the mask token at each free position and only ever replaces a mask
+by a token (SUBS: a decided token is carried over unchanged to the end):
+
+- `ancestral` (MDLM): the reverse process over `steps` times t: 1 → 0; a masked position is
+  unmasked between t and s with probability (α_s - α_t) / (1 - α_t). The network sees no time,
+  so a step that unmasks nothing leaves its input, and so its output, unchanged: the next step
+  reuses it (caching) and makes no call.
+- `low_confidence` (LLaDA): each step predicts every masked token and keeps the most confident
+  ones, as many as a linear schedule gives that step; the rest stay masked ("remasked").
+- `semi_ar` (LLaDA): blocks of `block_length` positions, left to right, low-confidence inside each.
+- `threshold` (Fast-dLLM parallel decoding): within blocks as semi_ar, each call keeps every
+  prediction whose confidence exceeds `threshold` (at least the schedule's count), so the number
+  of calls adapts to how sure the model is; `steps` bounds it.
+
+`nfe` is exactly the number of network calls (classifier-free guidance makes two per step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from cdlm.sampling.base import Generation, most_confident
+from cdlm.sampling.settings import _is, _number, _setting
+
+METHODS = ("ancestral", "low_confidence", "semi_ar", "threshold")
+SCHEDULES = ("log_linear", "cosine")
+# the settings that only some methods read (steps and temperature apply to all)
+METHOD_SETTINGS = {"semi_ar": ("block_length",), "threshold": ("block_length", "threshold")}
+
+
+# ------------------------------------------------------------------ the absorbing process
+def alpha(schedule: str, t: torch.Tensor) -> torch.Tensor:
+    """α_t, the probability that a token is still unmasked at time t ∈ [0, 1] (α_0 = 1, α_1 = 0)."""
+    if schedule == "log_linear":
+        return 1 - t
+    if schedule == "cosine":
+        return torch.cos(0.5 * math.pi * t)
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def nelbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
+    """-α'_t / (1 - α_t): the weight of a masked token's cross-entropy at time t in MDLM's
+    continuous-time NELBO (1/t for log_linear)."""
+    if schedule == "log_linear":
+        return 1 / t
+    if schedule == "cosine":
+        half = 0.5 * math.pi * t
+        return 0.5 * math.pi * torch.sin(half) / (1 - torch.cos(half))
+    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+# ------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class MaskedSamplerConfig:
+    """How the masked diffusion model samples (see this module); fields as `SamplerConfig`'s:
+    model defaults (`--model.sampler.method`), `cdlm sample` flags and `sample_ids` keywords."""
+
+    method: str = _setting("ancestral", "sampler: ancestral, low_confidence, semi_ar or threshold")
+    steps: int = _setting(40, "sampling steps (threshold: the most network calls it may make)")
+    temperature: float = _setting(1.0, "temperature of the predicted tokens (0: the most probable)")
+    block_length: int = _setting(8, "positions per block, decided left to right (semi_ar, threshold)")
+    threshold: float = _setting(0.9, "confidence above which a prediction is kept at once (threshold)")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
+        for name, (ok, must_be) in _CHECKS.items():
+            if not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {must_be}, got {getattr(self, name)!r}")
+
+    def replace(self, **overrides) -> MaskedSamplerConfig:
+        """A copy with `overrides` (None keeps the value); an unknown name is a one-line error."""
+        unknown = sorted(set(overrides) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown sampler option {unknown[0]!r}; valid: {', '.join(FIELDS)}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, value: MaskedSamplerConfig | dict | None) -> MaskedSamplerConfig:
+        """From itself, from the plain dict a checkpoint holds, or the defaults."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        if not isinstance(value, dict):
+            raise ValueError(f"sampler settings must be a mapping, got {type(value).__name__}")
+        return cls().replace(**value)
+
+    def used(self) -> tuple[str, ...]:
+        """The fields this config's method reads."""
+        return ("method", "steps", "temperature", *METHOD_SETTINGS.get(self.method, ()))
+
+
+# field → (test, what it must be); the method is checked first, naming the choices
+_CHECKS = {
+    "steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "block_length": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
+}
+FIELDS = tuple(f.name for f in dataclasses.fields(MaskedSamplerConfig))
+
+
+# ------------------------------------------------------------------ one network evaluation
+class MaskedDenoiser:
+    """`denoiser(z) -> log p [B, L, V]` of the clean token at every position of z [B, L],
+    counting network calls in `calls`.
+
+    With `attributes` [B, A] the network is conditioned on them; a `guidance_scale` s other than
+    1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
+    renormalised. Then `logit_bias` [L, V] (-inf bans a token at a position) and `pad_banned`
+    [B, L] (no padding before a sample's length) apply.
+    """
+
+    def __init__(self, net, attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 logit_bias: torch.Tensor | None = None, pad_banned: torch.Tensor | None = None, pad_id: int = 0):
+        self.net, self.attributes, self.guidance_scale = net, attributes, guidance_scale
+        self.logit_bias, self.pad_banned, self.pad_id = logit_bias, pad_banned, pad_id
+        self.calls = 0
+
+    def _log_p(self, z: torch.Tensor, attributes: torch.Tensor | None) -> torch.Tensor:
+        self.calls += 1
+        return self.net(z, attributes=attributes).float().log_softmax(-1)
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        a, s = self.attributes, self.guidance_scale
+        if a is None or s == 1.0:
+            log_p = self._log_p(z, a)
+        elif s == 0.0:  # the unconditional model alone: one call
+            log_p = self._log_p(z, torch.zeros_like(a))
+        else:
+            cond, uncond = self._log_p(z, a), self._log_p(z, torch.zeros_like(a))
+            log_p = uncond + s * (cond - uncond)
+        if self.logit_bias is not None:
+            log_p = log_p + self.logit_bias
+        if self.pad_banned is not None:
+            log_p[..., self.pad_id] = log_p[..., self.pad_id].masked_fill(self.pad_banned, float("-inf"))
+        return log_p.log_softmax(-1)
+
+
+def sample_tokens(log_p: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
+    """(tokens [B, L] drawn from softmax(log_p / temperature), the most probable at 0, and each
+    one's probability under log_p: its confidence). Gumbel-max in float64: float32 noise is
+    truncated, which lowers the effective temperature (Zheng et al. 2024)."""
+    if temperature == 0:
+        tokens = log_p.argmax(-1)
+    else:
+        u = torch.rand(log_p.shape, generator=generator, device=log_p.device, dtype=torch.float64)
+        tokens = (log_p.double() / temperature - torch.log(-torch.log(u))).argmax(-1)
+    return tokens, log_p.gather(-1, tokens[..., None]).squeeze(-1).exp()
+
+
+# ------------------------------------------------------------------ the samplers
+def ancestral(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps: int, schedule: str,
+              temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """MDLM's ancestral sampler with caching (see the module); z [B, L] holds `mask_id` where free."""
+    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    unmask_p = (alpha(schedule, times[1:]) - alpha(schedule, times[:-1])) / (1 - alpha(schedule, times[:-1]))
+    log_p = None
+    for p in unmask_p.tolist():  # the last step (s = 0) unmasks everything left: p = 1
+        masked = z == mask_id
+        if not masked.any():
+            break
+        if log_p is None:  # z changed since the last call (or there was none)
+            log_p = denoiser(z)
+        unmask = masked & (torch.rand(z.shape, generator=generator, device=z.device) < p)
+        if unmask.any():
+            tokens, _ = sample_tokens(log_p, temperature, generator)
+            z = torch.where(unmask, tokens, z)
+            log_p = None
+    return z
+
+
+def decode_blocks(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps: int, block_length: int,
+                  temperature: float, generator: torch.Generator | None = None,
+                  threshold: float | None = None) -> torch.Tensor:
+    """Confidence-ordered decoding of z [B, L] (`mask_id` where free), block by block.
+
+    The `steps` are shared out over the blocks (the first ones get the remainder); within a
+    block each step keeps, per row, its most confident predictions: ceil(masked / steps left)
+    of them (LLaDA's linear schedule: the same number each step, every one decided by the end),
+    or with a `threshold` every one whose confidence exceeds it, if that is more. A step with
+    nothing left to decide makes no call.
+    """
+    L = z.shape[1]
+    starts = range(0, L, block_length)
+    if steps < len(starts):
+        raise ValueError(f"steps={steps} cannot cover {len(starts)} blocks of block_length={block_length}: "
+                         "give at least one step per block")
+    positions = torch.arange(L, device=z.device)
+    for b, start in enumerate(starts):
+        block_steps = steps // len(starts) + (b < steps % len(starts))
+        in_block = (positions >= start) & (positions < start + block_length)
+        for step in range(block_steps):
+            free = (z == mask_id) & in_block
+            left = free.sum(1)
+            if not left.any():
+                break
+            count = (left + block_steps - step - 1) // (block_steps - step)
+            tokens, confidence = sample_tokens(denoiser(z), temperature, generator)
+            if threshold is not None:
+                count = torch.maximum(count, (free & (confidence > threshold)).sum(1))
+            z = torch.where(most_confident(confidence, free, count), tokens, z)
+    return z
+
+
+@torch.no_grad()
+def generate_masked(
+    net,
+    num_samples: int,
+    seq_len: int,
+    sampler: MaskedSamplerConfig,
+    schedule: str = "log_linear",
+    known_ids: torch.Tensor | None = None,
+    logit_bias: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    pad_id: int = 0,
+    attributes: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> Generation:
+    """Sample `num_samples` id sequences of length `seq_len` with a `MaskedNetwork` `net`, as
+    `sampler` says, in chunks of `batch_size`.
+
+    `known_ids` ([L] or [num_samples, L], -1 where free) are never masked (anchors, templates,
+    prefixes, padding after an exact length); `logit_bias` [L, V] bans tokens where it is -inf;
+    `lengths` [num_samples] gives each sample its number of tokens: `pad_id` after it, none
+    before; `attributes` [num_samples, A] condition each sample, guided with `guidance_scale`.
+    `schedule` is the α_t the ancestral sampler steps through.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = next(net.parameters()).device
+    chunks, nfe = [], 0
+    for start in range(0, num_samples, batch_size):
+        n = min(batch_size, num_samples - start)
+        known = torch.full((n, seq_len), -1, dtype=torch.long, device=device)
+        if known_ids is not None:
+            known = known_ids.to(device).expand(num_samples, seq_len)[start : start + n].clone()
+        pad_banned = None
+        if lengths is not None:
+            after = torch.arange(seq_len, device=device)[None] >= lengths[start : start + n, None].to(device)
+            if (known[after] >= 0).any():
+                raise ValueError("known tokens lie beyond a sampled length")
+            known[after] = pad_id
+            pad_banned = ~after
+        denoiser = MaskedDenoiser(net, None if attributes is None else attributes[start : start + n].to(device),
+                                  guidance_scale, None if logit_bias is None else logit_bias.to(device), pad_banned, pad_id)
+        z = torch.where(known >= 0, known, torch.full_like(known, net.mask_id))
+        s = sampler
+        if s.method == "ancestral":
+            z = ancestral(denoiser, z, net.mask_id, s.steps, schedule, s.temperature, generator)
+        else:
+            block = seq_len if s.method == "low_confidence" else s.block_length
+            z = decode_blocks(denoiser, z, net.mask_id, s.steps, block, s.temperature, generator,
+                              s.threshold if s.method == "threshold" else None)
+        chunks.append(z)
+        nfe = max(nfe, denoiser.calls)
+    return Generation(torch.cat(chunks), nfe)
