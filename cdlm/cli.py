@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -204,25 +203,21 @@ def _check(args) -> None:
     _check_device(args.device)
 
 
-def _sample(model, args, attributes=None):
+def _request(args):
+    """The Request (known tokens, length, attributes, guidance) the flags ask for."""
     from cdlm.control.constraints import parse_anchor
+    from cdlm.control.request import Request
 
-    given = (*sampler_flags(), "template", "prefix", "suffix", "length", "guidance_scale")
-    options = {k: getattr(args, k) for k in given if getattr(args, k) is not None}
-    if args.anchor:
-        options["anchors"] = [parse_anchor(a) for a in args.anchor]
-    attributes = attributes if attributes is not None else args.attribute or None
-    if attributes is not None:
-        options["attributes"] = attributes
+    classifier = None
     if args.classifier_ckpt:
-        if attributes is None:
-            raise ValueError("--classifier_ckpt guides towards attributes: give --attribute or --attributes_from_data")
-        options["classifier"] = _load(args.classifier_ckpt, args.device, "log_prob", "is not an AttributeClassifier")[0]
-        options["classifier_scale"] = args.classifier_scale
-    L.seed_everything(args.seed, verbose=False)
-    start = time.perf_counter()
-    gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **options)
-    return gen, time.perf_counter() - start
+        classifier = _load(args.classifier_ckpt, args.device, "log_prob", "is not an AttributeClassifier")[0]
+    return Request(anchors=[parse_anchor(a) for a in args.anchor] or None, prefix=args.prefix, suffix=args.suffix,
+                   template=args.template, length=args.length, attributes=args.attribute or None,
+                   guidance_scale=args.guidance_scale, classifier=classifier, classifier_scale=args.classifier_scale)
+
+
+def _settings(args) -> dict:
+    return {k: getattr(args, k) for k in sampler_flags() if getattr(args, k) is not None}
 
 
 GENERATES = ("sample_ids", "does not generate (an AttributeClassifier goes in --classifier_ckpt)")
@@ -262,7 +257,12 @@ def cmd_sample(argv: list[str]) -> None:
     if args.output:
         _check_output(args)  # before sampling, which may take long
     model, _ = _load(args.ckpt_path, args.device, *GENERATES)
-    gen, _ = _sample(model, args)
+    request = _request(args)
+    if request.classifier is not None and request.attributes is None:
+        raise ValueError("--classifier_ckpt guides towards attributes: give --attribute")
+    L.seed_everything(args.seed, verbose=False)
+    gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **request.options(),
+                           **_settings(args))
     texts = model.decode(gen.ids)
     if args.output:
         from cdlm.checkpoints import write_atomically  # an interrupted write leaves the old file whole
@@ -287,89 +287,15 @@ def cmd_eval(argv: list[str]) -> None:
     p.add_argument("--format", choices=("json", "md"), default="json")
     args = p.parse_args(argv)
     _check(args)
-    from cdlm.control.attributes import attribute_accuracy, expressed, parse_attributes, parse_mr
-    from cdlm.control.constraints import build_constraints, parse_anchor
-    from cdlm.data import TextDataModule
-    from cdlm.evaluation import generative_perplexity, heldout_nll, rejection_sample, sample_metrics
-    from cdlm.sampling.base import Generation
+    from cdlm.evaluation import evaluate, heldout_data
 
     model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES)
     reference = _load(args.reference_ckpt, args.device, *SCORES)[0] if args.reference_ckpt else None
-    data = None
-    if data_hparams:
-        # scored as trained: checkpoints from before the length check were cut silently
-        data = TextDataModule(**{**data_hparams, "truncate": True})
-        data.set_tokenizer(model.tokenizer)
-        try:
-            data.texts()
-        except (ValueError, OSError) as err:  # the training data may live elsewhere: report what we can
-            print(f"cdlm eval: no held-out metrics ({_root_message(err)})", file=sys.stderr)
-            data = None
-    embedded = bool(data and data.is_embedded)
-    requests = None  # the attributes asked of each sample
-    if args.attributes_from_data:
-        if args.attribute:
-            raise ValueError("give --attribute or --attributes_from_data, not both")
-        held_out = data.conditions() if data is not None else None
-        if not held_out:
-            raise ValueError("--attributes_from_data needs the checkpoint's data with a condition_column")
-        requests = [parse_mr(held_out[1][i % len(held_out[1])]) for i in range(args.num_samples)]
-    elif args.attribute:
-        requests = [parse_attributes(args.attribute)] * args.num_samples
-    constraints, rejection = None, {}
-    exact_length = args.length if isinstance(args.length, int) else None  # "data" is a distribution, not a constraint
-    if args.anchor or args.template or args.prefix or args.suffix or exact_length is not None:
-        constraints = build_constraints(model.tokenizer, model.hparams.seq_len, [parse_anchor(a) for a in args.anchor],
-                                        args.prefix, args.suffix, args.template, exact_length)
-    left_to_right = model.left_to_right
-    if left_to_right and (requests is not None or constraints is not None and (
-        args.anchor or args.template or args.suffix or exact_length is not None
-    )):  # a left-to-right model: the only way is to sample and reject
-        if args.attributes_from_data:
-            raise ValueError("an autoregressive model cannot meet a different request per sample; give --attribute")
-
-        def accept(ids):
-            ok = constraints.satisfied(ids) if constraints is not None else torch.ones(len(ids), dtype=torch.bool)
-            if requests is not None:
-                ok &= torch.tensor([expressed(t, requests[0], embedded) for t in model.decode(ids)], dtype=torch.bool)
-            return ok
-
-        start = time.perf_counter()
-        ids, tried = rejection_sample(model, accept, args.num_samples, args.time_budget, args.seed)
-        gen, seconds = Generation(ids, model.hparams.seq_len), time.perf_counter() - start
-        rejection = {"rejection_tried": tried, "rejection_kept": len(ids), "rejection_acceptance": len(ids) / max(tried, 1)}
-        if not len(ids):
-            print(json.dumps({"method": "autoregressive+rejection", **rejection, "sample_seconds": round(seconds, 3)}))
-            return
-    else:
-        gen, seconds = _sample(model, args, requests)
-    texts = model.decode(gen.ids)
-    h = model.hparams
-    result = {
-        **model.sampler_report(**{k: getattr(args, k) for k in sampler_flags() if getattr(args, k) is not None}),
-        "nfe": gen.nfe,
-        **sample_metrics(texts, data.texts()[0] if data else None, embedded=embedded),
-        "sample_seconds": round(seconds, 3),
-        **rejection,
-    }
-    if constraints is not None:
-        result["constraint_satisfaction"] = float(constraints.satisfied(gen.ids).float().mean())
-    if requests is not None:
-        requests = requests[: len(texts)]
-        if not left_to_right and h.get("attributes"):
-            result["guidance_scale"] = h.guidance_scale if args.guidance_scale is None else args.guidance_scale
-        if args.classifier_ckpt:
-            result["classifier_scale"] = args.classifier_scale
-        result["attribute_accuracy"] = attribute_accuracy(texts, requests, embedded)
-        if embedded:  # the values' words appear, valid sentence or not (what E2E's accuracy measures)
-            result["attribute_mention"] = attribute_accuracy(texts, requests, embedded=False)
-        if embedded and args.attributes_from_data:  # a whole record asked: nothing else may be said
-            result["attribute_exact"] = attribute_accuracy(texts, requests, embedded, exact=True)
-    if reference is not None:
-        result["gen_ppl"] = generative_perplexity(reference, texts, count_end=not (data and data.hparams.packing))
-    if data is not None and args.nll_batches > 0:
-        torch.manual_seed(args.seed)
-        result.update(heldout_nll(model, data.val_dataloader(), max_batches=args.nll_batches))
+    data, problem = heldout_data(model, data_hparams)
+    if problem:
+        print(f"cdlm eval: no held-out metrics ({problem})", file=sys.stderr)
+    result = evaluate(model, _request(args), _settings(args), args.num_samples, args.seed, args.batch_size, data,
+                      reference, args.nll_batches, args.time_budget, args.attributes_from_data)
     if args.format == "json":
         print(json.dumps(result))
     else:

@@ -1,0 +1,53 @@
+"""What a caller asks of samples, beside the sampler settings: one object, built once."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from cdlm.control.constraints import Constraints, build_constraints
+
+
+@dataclass
+class Request:
+    """Known tokens, length and attributes asked of every sample.
+
+    `anchors` {position: word} or [(position, word)]; `prefix`/`suffix`/`template` as in
+    `cdlm.control.constraints`; `length` a number of tokens or "data" (each sample's drawn from
+    the training texts); `attributes` one request for all samples or a list of one per sample
+    (`cdlm.control.attributes`), guided with `guidance_scale`, and by a `classifier`'s gradient
+    weighted by `classifier_scale`.
+    """
+
+    anchors: dict | list | None = None
+    prefix: str | None = None
+    suffix: str | None = None
+    template: str | None = None
+    length: int | str | None = None
+    attributes: object = None
+    guidance_scale: float | None = None
+    classifier: object = None
+    classifier_scale: float = 1.0
+
+    def options(self) -> dict:
+        """The keywords of a model's `sample_ids` that this request sets."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        if self.classifier is None:
+            given.pop("classifier_scale")
+        return given
+
+    @property
+    def exact_length(self) -> int | None:
+        return self.length if isinstance(self.length, int) else None  # "data" is a distribution, not a constraint
+
+    def constraints(self, tokenizer, seq_len: int) -> Constraints | None:
+        """The known tokens every sample must hold, or None when nothing is fixed."""
+        if not (self.anchors or self.template or self.prefix or self.suffix or self.exact_length is not None):
+            return None
+        return build_constraints(tokenizer, seq_len, self.anchors, self.prefix, self.suffix, self.template,
+                                 self.exact_length)
+
+    def beyond_prefix(self) -> bool:
+        """Asks what a left-to-right model can only meet by rejection."""
+        return bool(self.anchors or self.template or self.suffix or self.exact_length is not None
+                    or self.attributes is not None)
