@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_quality import evaluate, fit, markdown_table
+from bench_quality import budget_args, evaluate_checkpoint, fit, markdown_table
 
 VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.yaml
     "baseline": [],
@@ -55,8 +55,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpts = {n: out / n / "last.ckpt" for n in names} if a.eval_only else {}
     for i in range(0, 0 if a.eval_only else len(names), a.parallel):
-        budget = [] if a.steps is None else [f"--trainer.max_steps={a.steps}", "--trainer.max_time=null"]
-        batch = [(n, *fit("quickstart", n, a.minutes, out, [], VARIANTS[n] + budget, threads=1))
+        batch = [(n, *fit("quickstart", n, out, budget_args(a.steps, a.minutes), [], VARIANTS[n] + ["--overwrite=true"]))
                  for n in names[i : i + a.parallel]]
         for name, proc, ckpt in batch:
             if proc.wait():
@@ -64,10 +63,8 @@ def main() -> None:
             ckpts[name] = ckpt
     rows = {}
     for name, ckpt in ckpts.items():
-        extra = [f"--num_samples={a.num_samples}"]
-        rows[name] = evaluate(ckpt, Path(a.reference) if a.reference else None, extra)
-        at_data_lengths = evaluate(ckpt, None, extra + ["--length=data", "--nll_batches=0"])
-        rows[name]["validity_data_lengths"] = at_data_lengths["validity"]
+        rows[name] = evaluate_checkpoint(ckpt, Path(a.reference) if a.reference else None, a.num_samples)
+        rows[name]["validity_data_lengths"] = evaluate_checkpoint(ckpt, None, a.num_samples, 0, length="data")["validity"]
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     keys = ["validity", "validity_data_lengths", "unique", "nll_bits_per_token", "gen_ppl", "distinct_2", "nfe"]
     budget = f"{a.steps} steps" if a.steps else f"{a.minutes:g} minutes"

@@ -1,12 +1,16 @@
-"""Diffusion beside the autoregressive baseline at an equal wall-clock budget.
+"""The three models side by side: continuous diffusion, masked diffusion and autoregressive, at
+equal steps (`--steps`) or at equal wall time (`--minutes`).
 
-Trains both with `cdlm fit` at the same time (one CPU thread each, so neither starves the
-other), evaluates both with `cdlm eval` (the AR model scores every model's samples), and
-prints a Markdown table. Extra `--diffusion_arg`s turn technique switches on or off.
+Each model trains with `cdlm fit` in its own process on one CPU thread: at equal steps other load
+on the machine is harmless, at equal time the machine must be otherwise idle. Each is then
+evaluated in-process with `cdlm.evaluation.evaluate`: the AR model scores every model's samples
+(gen_ppl), and the diffusion models are also sampled at the data's lengths. Prints a Markdown
+table and writes results.json.
 
+    python benchmarks/bench_quality.py --task embedded --steps 4500
     python benchmarks/bench_quality.py --task embedded --minutes 10
-    python benchmarks/bench_quality.py --task shakespeare --data_root ../shared/data --minutes 10
-    python benchmarks/bench_quality.py --task e2e --data_root ../shared/data --minutes 10
+    python benchmarks/bench_quality.py --task shakespeare --data_root DATA --steps 3000
+    python benchmarks/bench_quality.py --task e2e --data_root DATA --steps 3000 --models masked,ar
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = {  # config pair and data arguments
+TASKS = {  # base config and data arguments
     "embedded": ("quickstart", []),
     "shakespeare": ("shakespeare_char", ["--data.dataset={root}/tinyshakespeare/input.txt"]),
     "e2e": ("e2e", ["--data.dataset={root}/e2e/testset_w_refs.csv", "--data.val_dataset={root}/e2e/devset.csv"]),
 }
+MODELS = {"continuous": "", "masked": "_masked", "ar": "_ar"}  # model → config suffix
 
 
-def fit(config: str, name: str, minutes: float, out: Path, data_args: list[str], extra: list[str], threads: int):
+def fit(config: str, name: str, out: Path, budget: list[str], data_args: list[str], extra: list[str], threads: int = 1):
+    """Start `cdlm fit` of configs/CONFIG.yaml into OUT/NAME; (process, its last.ckpt)."""
     args = [
-        sys.executable, "-m", "cdlm.cli", "fit", f"--config={ROOT}/configs/{config}.yaml",
-        f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
+        sys.executable, "-m", "cdlm.cli", "fit", f"--config={ROOT}/configs/{config}.yaml", *budget,
         f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
         f"--trainer.callbacks.dirpath={out}/{name}", "--trainer.enable_progress_bar=false", *data_args, *extra,
     ]
@@ -38,14 +43,24 @@ def fit(config: str, name: str, minutes: float, out: Path, data_args: list[str],
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), out / name / "last.ckpt"
 
 
-def evaluate(ckpt: Path, reference: Path | None, extra: list[str]) -> dict:
-    args = [sys.executable, "-m", "cdlm.cli", "eval", f"--ckpt_path={ckpt}", *extra]
-    if reference is not None:
-        args.append(f"--reference_ckpt={reference}")
-    proc = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    if proc.returncode:
-        raise SystemExit(f"eval of {ckpt} failed: {proc.stderr.strip().splitlines()[-1]}")
-    return json.loads(proc.stdout)
+def budget_args(steps: int | None, minutes: float) -> list[str]:
+    if steps is not None:
+        return [f"--trainer.max_steps={steps}", "--trainer.max_time=null"]
+    return ["--trainer.max_steps=-1", f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}"]
+
+
+def evaluate_checkpoint(ckpt: Path, reference: Path | None = None, num_samples: int = 256, nll_batches: int = 8,
+                        seed: int = 0, **request) -> dict:
+    """`cdlm.evaluation.evaluate` of a checkpoint on its own held-out data; `request` as `Request`'s fields."""
+    from cdlm.checkpoints import load_checkpoint
+    from cdlm.control.request import Request
+    from cdlm.evaluation import evaluate, heldout_data
+
+    model, data_hparams = load_checkpoint(str(ckpt))
+    data, _ = heldout_data(model, data_hparams)
+    ref = load_checkpoint(str(reference))[0] if reference is not None else None
+    return evaluate(model, Request(**request), num_samples=num_samples, seed=seed, data=data, reference=ref,
+                    nll_batches=nll_batches)
 
 
 def markdown_table(rows: dict[str, dict], keys: list[str], label: str = "model", notes: dict | None = None) -> str:
@@ -62,34 +77,44 @@ def markdown_table(rows: dict[str, dict], keys: list[str], label: str = "model",
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), default="embedded")
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--data_root", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="equal steps: train each exactly this many")
+    budget.add_argument("--minutes", type=float, default=10.0, help="equal wall time (the default)")
+    p.add_argument("--data_root", default=None, help="folder holding tinyshakespeare/ and e2e/ (other tasks)")
     p.add_argument("--out", default="runs/bench_quality")
     p.add_argument("--num_samples", type=int, default=256)
-    p.add_argument("--diffusion_arg", action="append", default=[], help="extra `cdlm fit` argument for diffusion")
-    p.add_argument("--eval_arg", action="append", default=[], help="extra `cdlm eval` argument for diffusion")
-    p.add_argument("--skip_ar", action="store_true", help="reuse an AR checkpoint already in --out")
+    p.add_argument("--fit_arg", action="append", default=[], metavar="MODEL:ARG",
+                   help="extra `cdlm fit` argument for one model, e.g. continuous:--model.lr=2e-3")
+    p.add_argument("--eval_only", action="store_true", help="evaluate the checkpoints already in --out")
     a = p.parse_args()
+    models = a.models.split(",")
+    if unknown := [m for m in models if m not in MODELS]:
+        raise SystemExit(f"unknown models {unknown}; available: {', '.join(MODELS)}")
     config, data_args = TASKS[a.task]
+    if data_args and a.data_root is None:
+        raise SystemExit(f"--task {a.task} needs --data_root")
     data_args = [x.format(root=a.data_root) for x in data_args]
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
-    runs = [fit(config, "diffusion", a.minutes, out, data_args, a.diffusion_arg, threads=1)]
-    ar_ckpt = out / "ar" / "last.ckpt"
-    if not a.skip_ar:
-        proc, ar_ckpt = fit(f"{config}_ar", "ar", a.minutes, out, data_args, [], threads=1)
-        runs.append((proc, ar_ckpt))
-    for proc, _ in runs:
-        if proc.wait():
-            raise SystemExit(f"training failed; see the logs in {out}")
-    common = [f"--num_samples={a.num_samples}"]
-    rows = {
-        "diffusion": evaluate(runs[0][1], ar_ckpt, common + a.eval_arg),
-        "autoregressive": evaluate(ar_ckpt, ar_ckpt, common),
-    }
+    extra = {m: [arg.split(":", 1)[1] for arg in a.fit_arg if arg.startswith(f"{m}:")] for m in models}
+    ckpts = {m: out / m / "last.ckpt" for m in models}
+    if not a.eval_only:
+        runs = {m: fit(config + MODELS[m], m, out, budget_args(a.steps, a.minutes), data_args, extra[m] + ["--overwrite=true"])
+                for m in models}
+        for m, (proc, _) in runs.items():
+            if proc.wait():
+                raise SystemExit(f"training {m} failed; see {out}/{m}.log")
+    reference = ckpts.get("ar")
+    rows = {}
+    for m in models:
+        rows[m] = evaluate_checkpoint(ckpts[m], reference, a.num_samples)
+        if m != "ar" and a.task != "shakespeare":  # packed text has no lengths
+            rows[m]["validity_data_lengths"] = evaluate_checkpoint(ckpts[m], None, a.num_samples, 0, length="data").get("validity")
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    keys = ["validity", "unique", "novel", "gen_ppl", "nll_bits_per_token", "nll_bits_per_char", "distinct_2", "nfe"]
-    print(f"task {a.task}, {a.minutes:g} minutes each\n")
+    keys = ["validity", "validity_data_lengths", "unique", "novel", "gen_ppl", "nll_bits_per_token", "nll_bits_per_char",
+            "distinct_2", "nfe", "sample_seconds"]
+    print(f"task {a.task}, {f'{a.steps} steps' if a.steps else f'{a.minutes:g} minutes'} each, one CPU thread each\n")
     print(markdown_table(rows, keys))
 
 
