@@ -141,6 +141,9 @@ CASES = [
     ("fit", ["--data.dataset="], "''"),
     ("fit", ["--ckpt_path={dir}"], "is a directory"),
     ("fit", ["--ckpt_path={trunc}"], "not a readable torch checkpoint"),
+    ("fit", ["--ckpt_path={ar}"], "cannot resume"),  # an AR checkpoint resumed as diffusion
+    ("fit", ["--model=cdlm.AutoregressiveLM", "--ckpt_path={ckpt}"], "cannot resume"),  # and the reverse
+    ("fit", ["--data.batch_size=100000"], "not one training batch"),
     # other subcommands
     ("predict", [], "`Trainer.predict` requires `forward`"),  # Lightning's MisconfigurationException
 ]
