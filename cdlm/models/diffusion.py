@@ -3,17 +3,15 @@ keeps EMA weights, and generates text from checkpoints with nothing else on disk
 
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
 
 import solvers
-from cdlm.control.attributes import parse_attributes
 from cdlm.control.constraints import build_constraints
 from cdlm.sampling.continuous import generate_ids
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
-from cdlm.models.base import LanguageModel
+from cdlm.models.base import DiffusionBase
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.models.time_warp import LossWarp
 
@@ -34,7 +32,7 @@ def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
     raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
-class DiffusionLM(LanguageModel):
+class DiffusionLM(DiffusionBase):
     """A continuous embedding-space diffusion language model.
 
     Args:
@@ -137,7 +135,7 @@ class DiffusionLM(LanguageModel):
             num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
         )
         self.net.embedding.weight.requires_grad_(learn_embeddings)
-        self.ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.init_ema()
         self.time_warp = LossWarp() if time_sampling == "warped" else None
 
     @staticmethod
@@ -150,11 +148,6 @@ class DiffusionLM(LanguageModel):
         return {**rest, "sampler": {**legacy, **(hparams.get("sampler") or {})}}
 
     # ---------------------------------------------------------------- training
-    def on_fit_start(self):
-        counts = getattr(self.trainer.datamodule, "length_counts", None)
-        if self.hparams.length_counts is None and counts is not None:
-            self.hparams.length_counts = counts()  # saved with the checkpoint's hyperparameters
-
     def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
         """Training times [B]; `warped=False` skips the loss warp (validation compares variants
         at the same times)."""
@@ -235,34 +228,8 @@ class DiffusionLM(LanguageModel):
         prior = 0.5 * (a1**2 * x0.double() ** 2 + s1**2 - 1 - torch.log(s1**2)).sum((1, 2))
         return recon + diff + prior
 
-    def data_lengths(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
-        """`num_samples` lengths drawn from the training data's length distribution."""
-        counts = self.hparams.length_counts
-        if not counts:
-            raise ValueError("this checkpoint has no length distribution (trained on packed text, or before it was recorded)")
-        g = torch.Generator().manual_seed(seed if seed is not None else 0)
-        return torch.multinomial(torch.tensor(counts, dtype=torch.float), num_samples, replacement=True, generator=g)
-
-    @staticmethod
-    def attribute_requests(attributes, num_samples: int) -> list[dict[str, str]]:
-        """N attribute requests ({key: value}) from one request or a list of N."""
-        # a list of mappings or of MR strings is one request per sample; KEY=VALUE strings are one request
-        per_sample = isinstance(attributes, (list, tuple)) and any(not isinstance(a, str) or "[" in a for a in attributes)
-        requests = [parse_attributes(a) for a in attributes] if per_sample else [parse_attributes(attributes)] * num_samples
-        if len(requests) != num_samples:
-            raise ValueError(f"{len(requests)} attribute requests for {num_samples} samples")
-        return requests
-
     def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
         return self.nll_bound(ids)
-
-    def drop_attributes(self, attributes: torch.Tensor) -> torch.Tensor:
-        """Training conditions: each attribute dropped with `attribute_dropout`, all of an
-        example's with `condition_dropout` (the unconditional model, for guidance)."""
-        h = self.hparams
-        keep = torch.rand(attributes.shape, device=attributes.device) >= h.attribute_dropout
-        keep &= torch.rand(attributes.shape[0], 1, device=attributes.device) >= h.condition_dropout
-        return attributes * keep
 
     def _loss(self, batch, stage: str):
         ids = batch[0]
@@ -279,18 +246,6 @@ class DiffusionLM(LanguageModel):
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
-
-    def optimizer_step(self, *args, **kwargs):
-        # EMA follows each optimizer step inside the step itself, so a checkpoint saved at the end
-        # of the batch (before the module's own batch-end hook) already holds this step's EMA
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema(self.global_step + 1)
-
-    @torch.no_grad()
-    def update_ema(self, steps_taken: int) -> None:
-        """Move the EMA weights towards the network's, with the decay warmed up as (1+n)/(10+n)."""
-        decay = min(self.hparams.ema_decay, (1 + steps_taken) / (10 + steps_taken))
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
 
     def param_groups(self) -> list[dict]:
         h = self.hparams

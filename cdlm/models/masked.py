@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from cdlm.control.constraints import build_constraints
 from cdlm.models.base import DiffusionBase
 from cdlm.networks import MaskedNetwork, check_hparams
-from cdlm.sampling.masked import FIELDS, SCHEDULES, MaskedSamplerConfig, alpha, generate_masked, nelbo_weight
+from cdlm.sampling.masked import SCHEDULES, alpha, generate_masked, nelbo_weight
+from cdlm.sampling.settings import MaskedSamplerConfig
 
 OBJECTIVES = ("mdlm", "llada")
 # Training times are drawn from [EPS, 1]: the 1/t weight of a masked token makes the loss's
@@ -43,7 +44,7 @@ class MaskedDiffusionLM(DiffusionBase):
             stratification.
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
-        sampler: the default sampler settings (`cdlm.sampling.masked.MaskedSamplerConfig`:
+        sampler: the default sampler settings (`cdlm.sampling.settings.MaskedSamplerConfig`:
             method, steps, temperature, block_length, threshold) of `generate`, validation
             samples and `cdlm sample`/`eval`; a mapping of its fields works too.
         val_samples: samples generated and logged at each validation (0 disables).
@@ -180,10 +181,10 @@ class MaskedDiffusionLM(DiffusionBase):
         `guidance_scale` overrides the classifier-free scale (two network calls a step unless 1).
         """
         given = {k: v for k, v in settings.items() if v is not None}
-        foreign = sorted(set(given) - set(FIELDS))
+        foreign = sorted(set(given) - set(MaskedSamplerConfig.names()))
         if foreign:
             raise ValueError(f"a masked diffusion model cannot take {', '.join(foreign)}; "
-                             f"its sampler settings are {', '.join(FIELDS)}")
+                             f"its sampler settings are {', '.join(MaskedSamplerConfig.names())}")
         sampler = self.sampler.replace(**given)
         unread = [k for k in given if k not in sampler.used()]
         if unread:

@@ -15,23 +15,19 @@ by a token (SUBS: a decided token is carried over unchanged to the end):
   of calls adapts to how sure the model is; `steps` bounds it.
 
 `nfe` is exactly the number of network calls (classifier-free guidance makes two per step).
+The settings are `cdlm.sampling.settings.MaskedSamplerConfig`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
 
 from cdlm.sampling.base import Generation, most_confident
-from cdlm.sampling.settings import _is, _number, _setting
+from cdlm.sampling.settings import MaskedSamplerConfig
 
-METHODS = ("ancestral", "low_confidence", "semi_ar", "threshold")
 SCHEDULES = ("log_linear", "cosine")
-# the settings that only some methods read (steps and temperature apply to all)
-METHOD_SETTINGS = {"semi_ar": ("block_length",), "threshold": ("block_length", "threshold")}
 
 
 # ------------------------------------------------------------------ the absorbing process
@@ -53,59 +49,6 @@ def nelbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
         half = 0.5 * math.pi * t
         return 0.5 * math.pi * torch.sin(half) / (1 - torch.cos(half))
     raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-
-
-# ------------------------------------------------------------------ settings
-@dataclass(frozen=True)
-class MaskedSamplerConfig:
-    """How the masked diffusion model samples (see this module); fields as `SamplerConfig`'s:
-    model defaults (`--model.sampler.method`), `cdlm sample` flags and `sample_ids` keywords."""
-
-    method: str = _setting("ancestral", "sampler: ancestral, low_confidence, semi_ar or threshold")
-    steps: int = _setting(40, "sampling steps (threshold: the most network calls it may make)")
-    temperature: float = _setting(1.0, "temperature of the predicted tokens (0: the most probable)")
-    block_length: int = _setting(8, "positions per block, decided left to right (semi_ar, threshold)")
-    threshold: float = _setting(0.9, "confidence above which a prediction is kept at once (threshold)")
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; available: {', '.join(METHODS)}")
-        for name, (ok, must_be) in _CHECKS.items():
-            if not ok(getattr(self, name)):
-                raise ValueError(f"{name} must be {must_be}, got {getattr(self, name)!r}")
-
-    def replace(self, **overrides) -> MaskedSamplerConfig:
-        """A copy with `overrides` (None keeps the value); an unknown name is a one-line error."""
-        unknown = sorted(set(overrides) - set(FIELDS))
-        if unknown:
-            raise ValueError(f"unknown sampler option {unknown[0]!r}; valid: {', '.join(FIELDS)}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def of(cls, value: MaskedSamplerConfig | dict | None) -> MaskedSamplerConfig:
-        """From itself, from the plain dict a checkpoint holds, or the defaults."""
-        if value is None or isinstance(value, cls):
-            return value or cls()
-        if not isinstance(value, dict):
-            raise ValueError(f"sampler settings must be a mapping, got {type(value).__name__}")
-        return cls().replace(**value)
-
-    def used(self) -> tuple[str, ...]:
-        """The fields this config's method reads."""
-        return ("method", "steps", "temperature", *METHOD_SETTINGS.get(self.method, ()))
-
-
-# field → (test, what it must be); the method is checked first, naming the choices
-_CHECKS = {
-    "steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
-    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "block_length": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
-    "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
-}
-FIELDS = tuple(f.name for f in dataclasses.fields(MaskedSamplerConfig))
 
 
 # ------------------------------------------------------------------ one network evaluation

@@ -1,6 +1,7 @@
 """Sampler settings, declared once.
 
-`SamplerConfig` holds how the continuous model samples. Each field is at once a model default
+`SamplerConfig` holds how the continuous model samples, `MaskedSamplerConfig` how the masked
+diffusion model does. Each field is at once a model default
 (`DiffusionLM(sampler=...)`, YAML `model.init_args.sampler`, `--model.sampler.steps`), a flag of
 `cdlm sample` / `cdlm eval` (`--steps`, generated from the fields and their help), and a keyword
 of `generate` / `sample_ids` (`model.generate(8, steps=20)`). It is validated here, once, and
@@ -32,8 +33,36 @@ def _setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+@dataclass(frozen=True)  # a dataclass too: jsonargparse reads a config of dataclasses alone as plain fields
+class _Settings:
+    """What every model's sampler settings do: copy with overrides, travel as plain values."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **overrides):
+        """A copy with `overrides` (None keeps the value); an unknown name is a one-line error."""
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise ValueError(f"unknown sampler option {unknown[0]!r}; valid: {', '.join(self.names())}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(cls, value):
+        """From itself, from the plain dict a checkpoint holds, or the defaults."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        if not isinstance(value, dict):
+            raise ValueError(f"sampler settings must be a mapping, got {type(value).__name__}")
+        return cls().replace(**value)
+
+
 @dataclass(frozen=True)
-class SamplerConfig:
+class SamplerConfig(_Settings):
     """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate_ids`)."""
 
     method: str = _setting("ddim", "solver; see solvers.available()")
@@ -59,25 +88,6 @@ class SamplerConfig:
         if self.method in IMPLICIT_METHODS:
             raise ValueError(f"method {self.method!r} is {IMPLICIT_WHY}")
 
-    def replace(self, **overrides) -> SamplerConfig:
-        """A copy with `overrides` (None keeps the value); an unknown name is a one-line error."""
-        unknown = sorted(set(overrides) - set(FIELDS))
-        if unknown:
-            raise ValueError(f"unknown sampler option {unknown[0]!r}; valid: {', '.join(FIELDS)}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def of(cls, value: SamplerConfig | dict | None) -> SamplerConfig:
-        """From itself, from the plain dict a checkpoint holds, or the defaults."""
-        if value is None or isinstance(value, cls):
-            return value or cls()
-        if not isinstance(value, dict):
-            raise ValueError(f"sampler settings must be a mapping, got {type(value).__name__}")
-        return cls().replace(**value)
-
 
 def _is(kind):
     return lambda v: isinstance(v, kind) and not isinstance(v, bool) if kind is not bool else isinstance(v, bool)
@@ -102,4 +112,39 @@ _CHECKS = {
 FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 # the flat names DiffusionLM took before SamplerConfig, as checkpoints of that time hold them
 LEGACY_NAMES = {"sample_method": "method", "sample_steps": "steps", **{name: name for name in FIELDS[2:]}}
-SETTINGS = (SamplerConfig,)  # the sampler settings of every model: `cdlm sample` has a flag for each field
+
+
+MASKED_METHODS = ("ancestral", "low_confidence", "semi_ar", "threshold")
+# the settings only some masked methods read (method, steps and temperature apply to all)
+MASKED_METHOD_SETTINGS = {"semi_ar": ("block_length",), "threshold": ("block_length", "threshold")}
+
+
+@dataclass(frozen=True)
+class MaskedSamplerConfig(_Settings):
+    """How the masked diffusion model unmasks (see `cdlm.sampling.masked`)."""
+
+    method: str = _setting("low_confidence", "sampler: ancestral, low_confidence, semi_ar or threshold (masked model)")
+    steps: int = _setting(40, "sampling steps (threshold: the most network calls it may make)")
+    temperature: float = _setting(1.0, "temperature of the predicted tokens (0: the most probable)")
+    block_length: int = _setting(8, "positions per block, decided left to right (masked model: semi_ar, threshold)")
+    threshold: float = _setting(0.9, "confidence above which a prediction is kept at once (masked model: threshold)")
+
+    def __post_init__(self):
+        if self.method not in MASKED_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; available: {', '.join(MASKED_METHODS)}")
+        for name, (ok, must_be) in _MASKED_CHECKS.items():
+            if not ok(getattr(self, name)):
+                raise ValueError(f"{name} must be {must_be}, got {getattr(self, name)!r}")
+
+    def used(self) -> tuple[str, ...]:
+        """The fields this config's method reads."""
+        return ("method", "steps", "temperature", *MASKED_METHOD_SETTINGS.get(self.method, ()))
+
+
+_MASKED_CHECKS = {
+    "steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "block_length": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
+}
+SETTINGS = (SamplerConfig, MaskedSamplerConfig)  # the sampler settings of every model: `cdlm sample` has a flag for each field

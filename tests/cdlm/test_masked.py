@@ -8,7 +8,7 @@ from cdlm import MaskedDiffusionLM, TextDataModule
 from cdlm.checkpoints import load_checkpoint
 from cdlm.cli import main
 from cdlm.control.constraints import build_constraints
-from cdlm.sampling.masked import METHODS
+from cdlm.sampling.settings import MASKED_METHODS as METHODS
 
 from tests.cdlm.conftest import fails
 
@@ -36,6 +36,24 @@ class Factorised(torch.nn.Module):
         return self.log_p.expand(z.shape[0], -1, -1)
 
 
+class AllEqual(torch.nn.Module):
+    """The exact model of "every position holds the same token, `a` or `b` with even odds": a
+    masked position predicts the token already decided, or either at even odds if none is."""
+
+    def __init__(self, mask_id: int, vocab_size: int, a: int, b: int):
+        super().__init__()
+        self.mask_id, self.vocab_size, self.a, self.b = mask_id, vocab_size, a, b
+        self.dummy = torch.nn.Parameter(torch.zeros(()))  # where the samplers find the device
+
+    def forward(self, z, attributes=None):
+        logits = torch.full((*z.shape, self.vocab_size), float("-inf"))
+        decided = (z != self.mask_id).any(1)
+        first = z.gather(1, (z != self.mask_id).long().argmax(1, keepdim=True))[:, 0]  # a decided token
+        for token in (self.a, self.b):
+            logits[..., token] = torch.where(decided[:, None] & (first[:, None] != token), float("-inf"), 0.0)
+        return logits
+
+
 def calls_of(module: torch.nn.Module) -> list:
     calls = []
     module.register_forward_hook(lambda *_: calls.append(1))
@@ -59,6 +77,27 @@ def test_nelbo_is_exact_for_an_exact_model_of_a_factorised_target(dm, objective,
     close(model.nll_bound(ids, num_times=8))
     # the training objective estimates the same NELBO, whatever the schedule's weights
     close(torch.stack([model.nelbo_terms(model.net, ids) for _ in range(8)]).mean(0))
+
+
+def test_samplers_decide_each_token_given_those_decided_before(dm):
+    model = tiny_model(dm)
+    a, b = (model.tokenizer.token_to_id(w) for w in ("pub", "cafe"))
+    model.ema = AllEqual(model.mask_id, model.tokenizer.get_vocab_size(), a, b)
+    for method, steps in (("ancestral", 4000), ("low_confidence", 40), ("semi_ar", 40), ("threshold", 40)):
+        ids = model.sample_ids(32, seed=0, method=method, steps=steps).ids
+        assert (ids == ids[:, :1]).all(), method  # one token throughout: never two decided independently
+        assert set(ids[:, 0].tolist()) == {a, b}, method  # and both, at the model's odds
+
+
+def test_network_sees_both_ways_and_never_predicts_the_mask(dm):
+    model = tiny_model(dm)
+    V = model.tokenizer.get_vocab_size()
+    z = torch.full((1, 40), model.mask_id)
+    changed = z.clone()
+    changed[0, -1] = 5
+    out = model.net(z)
+    assert model.mask_id == V and out.shape == (1, 40, V)  # logits over the vocabulary only (SUBS)
+    assert not torch.allclose(out[0, 0], model.net(changed)[0, 0])  # the last position reaches the first
 
 
 def test_nfe_is_the_number_of_network_calls_and_ancestral_caching_saves_calls(dm):
@@ -137,8 +176,10 @@ def test_bad_options_are_one_line_errors(dm):
         with pytest.raises(ValueError, match=message) as err:
             model.sample_ids(2, **options)
         assert "\n" not in str(err.value)
-    for kw, message in ((dict(schedule="zigzag"), "unknown schedule 'zigzag'"), (dict(objective="sedd"), "unknown objective"),
-                        (dict(sampler={"method": "ddim"}), "unknown method 'ddim'"), (dict(sampler={"steps": 0}), "steps must be")):
+    for kw, message in ((dict(schedule="zigzag"), "unknown schedule 'zigzag'"),
+                        (dict(objective="sedd"), "unknown objective 'sedd'"),
+                        (dict(sampler={"method": "ddim"}), "unknown method 'ddim'"),
+                        (dict(sampler={"steps": 0}), "steps must be a positive integer")):
         with pytest.raises(ValueError, match=message):
             tiny_model(dm, **kw)
 
@@ -176,7 +217,7 @@ def masked_ckpt(tmp_path_factory):
     return tmp / "ckpt" / "last.ckpt"
 
 
-def test_fit_writes_a_checkpoint_that_reloads_and_samples(masked_ckpt):
+def test_fit_writes_a_checkpoint_that_reloads_and_samples(masked_ckpt, tmp_path):
     model, data_hparams = load_checkpoint(str(masked_ckpt))
     assert type(model).__name__ == "MaskedDiffusionLM" and data_hparams["dataset"] == "embedded"
     assert model.hparams.length_counts and model.hparams.sampler["steps"] == 10
@@ -185,6 +226,9 @@ def test_fit_writes_a_checkpoint_that_reloads_and_samples(masked_ckpt):
     again = MaskedDiffusionLM.load_from_checkpoint(str(masked_ckpt))
     for method in METHODS:
         assert torch.equal(model.sample_ids(3, seed=0, method=method).ids, again.sample_ids(3, seed=0, method=method).ids)
+    main(["export", "--ckpt_path", str(masked_ckpt), "--out", str(tmp_path / "exported")])
+    exported = MaskedDiffusionLM.from_pretrained(str(tmp_path / "exported"))
+    assert torch.equal(exported.sample_ids(3, seed=0).ids, model.sample_ids(3, seed=0).ids)
     texts = model.generate(3, seed=0, length="data")
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     data = TextDataModule(**data_hparams)
@@ -195,11 +239,16 @@ def test_fit_writes_a_checkpoint_that_reloads_and_samples(masked_ckpt):
 
 def test_sample_and_eval_commands(masked_ckpt, capsys):
     main(["sample", "--ckpt_path", str(masked_ckpt), "--num_samples", "3", "--method", "semi_ar", "--steps", "5",
-          "--template", "the ___ is a ___ ."])
+          "--block_length", "10", "--template", "the ___ is a ___ ."])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("the ") for line in lines)
     main(["eval", "--ckpt_path", str(masked_ckpt), "--num_samples", "8", "--method", "low_confidence", "--steps", "8",
           "--nll_batches", "1"])
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "low_confidence" and result["nfe"] == 8 and result["nll_bits_per_token"] > 0
+    main(["eval", "--ckpt_path", str(masked_ckpt), "--num_samples", "8", "--method", "threshold", "--threshold", "0.5",
+          "--nll_batches", "0", "--length", "data"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold"] == 0.5 and result["block_length"] == 8 and 5 <= result["nfe"] <= 40
     assert "restarts" in fails(capsys, "sample", "--ckpt_path", str(masked_ckpt), "--restarts", "2")
+    assert "does not use block_length" in fails(capsys, "sample", "--ckpt_path", str(masked_ckpt), "--block_length", "4")
