@@ -130,8 +130,11 @@ def sampler_flags() -> dict:
     for config in SETTINGS:
         for f in dataclasses.fields(config):
             kind = next(t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)) if name in str(f.type))
-            flags.setdefault(f.name, (kind, f.metadata["help"]))
-    return flags
+            helps = flags.get(f.name, (kind, []))[1]
+            if f.metadata["help"] not in helps:  # a name two models share keeps both meanings
+                helps.append(f.metadata["help"])
+            flags[f.name] = (kind, helps)
+    return {name: (kind, "; ".join(helps)) for name, (kind, helps) in flags.items()}
 
 
 def _length(value: str):
