@@ -1,6 +1,14 @@
 """cdlm: a continuous embedding-space diffusion language model on the `solvers` SDE toolkit."""
 
-from cdlm.data import TextDataModule
-from cdlm.models import AttributeClassifier, AutoregressiveLM, DiffusionLM, LanguageModel, MaskedDiffusionLM
+import importlib
 
-__all__ = ["AttributeClassifier", "AutoregressiveLM", "DiffusionLM", "LanguageModel", "MaskedDiffusionLM", "TextDataModule"]
+# loaded on first use, so that `cdlm --help` and `import cdlm` stay fast
+_EXPORTS = {"TextDataModule": "cdlm.data", "AttributeClassifier": "cdlm.models", "AutoregressiveLM": "cdlm.models",
+            "DiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models", "MaskedDiffusionLM": "cdlm.models"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cdlm' has no attribute {name!r}")

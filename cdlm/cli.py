@@ -1,4 +1,4 @@
-"""The `cdlm` command: LightningCLI's fit/validate/test/predict, plus `sample` and `eval`.
+"""The `cdlm` command: LightningCLI's fit/validate/test/predict, plus `sample`, `eval` and `export`.
 
 Every failure the user can cause ends in one line on stderr and a non-zero exit.
 """
@@ -10,85 +10,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 from pathlib import Path
-
-import lightning as L
-import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-
-EXTRA_COMMANDS = ("sample", "eval", "export")
-
-
-_NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
-
-
-class OneLineParser(LightningArgumentParser):
-    """jsonargparse prints the whole usage and a nested report; users get one line naming the key."""
-
-    def error(self, message: str, *args, **kwargs):
-        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-        kept = [line for line in lines if not line.startswith(_NOISE)] or lines or ["invalid arguments"]
-        summary = kept[0] if len(kept) == 1 else f"{kept[0]} {kept[-1]}"
-        sys.exit(f"cdlm: error: {summary}")
-
-
-def _tokenizer_json(data) -> str:  # a named function, not a lambda: spawn strategies pickle it
-    return data.tokenizer_json()
-
-
-def _attribute_names(data) -> list[str] | None:
-    return data.attribute_names()
-
-
-class CDLMCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # one source of truth for values the model and data must share
-        parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
-        parser.link_arguments("data.seq_len", "model.init_args.seq_len")
-        parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
-        parser.add_argument("--overwrite", type=bool, default=False,
-                            help="let a run write into a checkpoint folder that holds another run's checkpoints (deleting them)")
-
-    def instantiate_trainer(self, **kwargs):
-        from cdlm.run_guards import ExactResume, LossGuard, RunFolderGuard, SaveOnStop
-
-        trainer = super().instantiate_trainer(**kwargs)
-        overwrite = bool(self._get(self.config, "overwrite", default=False))
-        resume_from = self._get(self.config, "ckpt_path", default=None)
-        trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop()]
-        return trainer
-
-    def _parse_ckpt_path(self) -> None:
-        # Lightning's would build the class the checkpoint names and feed its hyperparameters back
-        # into the config. Here the command line builds the model; the checkpoint is only read as
-        # data, and a resume then checks it against the model and reports what changed.
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
-        if not ckpt_path:
-            return
-        from cdlm.checkpoints import read_checkpoint  # validates the file with a one-line error
-
-        read_checkpoint(ckpt_path)
-
-
-def run_lightning(args: list[str]) -> None:
-    from cdlm.data import TextDataModule
-    from cdlm.run_guards import SaveConfigBesideRun
-
-    CDLMCLI(
-        L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
-        TextDataModule,
-        subclass_mode_model=True,
-        parser_class=OneLineParser,
-        parser_kwargs={"default_env": False},
-        save_config_callback=SaveConfigBesideRun,
-        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoints.AtomicCheckpointIO"}]},
-        args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
-    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +42,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="an AttributeClassifier trained on this model: its gradient guides towards --attribute")
     p.add_argument("--classifier_scale", type=float, default=1.0, help="weight of the classifier's gradient")
     p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
 
 
 def sampler_flags() -> dict:
@@ -179,8 +102,13 @@ _CHECKS = {
 }
 
 
-def _check_device(device: str) -> None:
+def _check_device(args) -> None:
     # before loading: otherwise torch.load's failure reads as an unreadable checkpoint
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -203,7 +131,7 @@ def _check(args) -> None:
         value = getattr(args, name, None)
         if value is not None and not ok(value):
             raise ValueError(f"--{name} must be {must_be}, got {value}")
-    _check_device(args.device)
+    _check_device(args)
 
 
 def _request(args):
@@ -263,6 +191,8 @@ def cmd_sample(argv: list[str]) -> None:
     request = _request(args)
     if request.classifier is not None and request.attributes is None:
         raise ValueError("--classifier_ckpt guides towards attributes: give --attribute")
+    import lightning as L
+
     L.seed_everything(args.seed, verbose=False)
     gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **request.options(),
                            **_settings(args))
@@ -327,8 +257,23 @@ def cmd_export(argv: list[str]) -> None:
     print(export(args.ckpt_path, args.out, overwrite=args.overwrite))
 
 
+USAGE = """usage: cdlm COMMAND [options]    (cdlm COMMAND --help for a command's options)
+
+commands:
+  fit       train a model (Lightning; --config FILE, --model CLASS, --data.*, --trainer.*)
+  validate  the validation loss of a checkpoint (Lightning)
+  test      the test loss of a checkpoint (Lightning)
+  predict   Lightning's predict loop (cdlm's models define no predict step)
+  sample    print texts generated by a checkpoint or an exported model
+  eval      sample and print quality metrics as JSON (validity, NLL bound, gen_ppl, ...)
+  export    write a checkpoint's model as safetensors + config.json + tokenizer.json"""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):  # before importing Lightning's CLI, which takes seconds
+        print(USAGE)
+        return
     try:
         if argv and argv[0] == "sample":
             cmd_sample(argv[1:])
@@ -337,9 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         elif argv and argv[0] == "export":
             cmd_export(argv[1:])
         else:
+            from cdlm.lightning_cli import run_lightning  # imported here: Lightning's CLI takes seconds to load
+
             run_lightning(argv)
-    except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit with status 0
-        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         print("cdlm: interrupted", file=sys.stderr)
         sys.exit(130)  # 128 + SIGINT, what shells report for Ctrl-C
@@ -347,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("CDLM_TRACEBACK"):  # CDLM_TRACEBACK=1 shows the whole traceback, for debugging
             raise
         message = _root_message(err)
-        if isinstance(err, torch.multiprocessing.ProcessRaisedException):  # a spawned worker's traceback, as text:
+        spawned = getattr(sys.modules.get("torch.multiprocessing"), "ProcessRaisedException", ())
+        if isinstance(err, spawned):  # a spawned worker's traceback, as text:
             message = str(err).strip().splitlines()[-1]  # its last line names the error
         sys.exit(f"cdlm: error: {message}")
 

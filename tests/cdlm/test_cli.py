@@ -156,3 +156,12 @@ def test_checkpoints_are_written_atomically(tmp_path, fit, monkeypatch):
     assert any(dst.endswith(".ckpt") and os.path.dirname(src) == os.path.dirname(dst) and src.endswith(".tmp")
                for src, dst in renames)
     assert not list(last.parent.glob("*.tmp"))
+
+
+def test_help_lists_every_command_without_loading_lightning():
+    code = "import sys; from cdlm.cli import main; main(['--help']); print('lightning' in sys.modules, 'torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for command in ("fit", "validate", "test", "predict", "sample", "eval", "export"):
+        assert f"\n  {command} " in proc.stdout
+    assert proc.stdout.strip().endswith("False False")  # fast: neither torch nor Lightning is imported

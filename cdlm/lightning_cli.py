@@ -1,0 +1,89 @@
+"""The Lightning half of the `cdlm` command: fit, validate, test and predict through LightningCLI,
+with the model and data linked, cdlm's run guards added, and errors reduced to one line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+_NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
+
+
+class OneLineParser(LightningArgumentParser):
+    """jsonargparse prints the whole usage and a nested report; users get one line naming the key."""
+
+    def error(self, message: str, *args, **kwargs):
+        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+        kept = [line for line in lines if not line.startswith(_NOISE)] or lines or ["invalid arguments"]
+        summary = kept[0] if len(kept) == 1 else f"{kept[0]} {kept[-1]}"
+        sys.exit(f"cdlm: error: {summary}")
+
+
+def _tokenizer_json(data) -> str:  # a named function, not a lambda: spawn strategies pickle it
+    return data.tokenizer_json()
+
+
+def _attribute_names(data) -> list[str] | None:
+    return data.attribute_names()
+
+
+class CDLMCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # one source of truth for values the model and data must share
+        parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
+        parser.link_arguments("data.seq_len", "model.init_args.seq_len")
+        parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="let a run write into a checkpoint folder that holds another run's checkpoints (deleting them)")
+
+    def instantiate_trainer(self, **kwargs):
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        from cdlm.run_guards import ExactResume, LossGuard, RunFolderGuard, SaveOnStop
+
+        trainer = super().instantiate_trainer(**kwargs)
+        overwrite = bool(self._get(self.config, "overwrite", default=False))
+        resume_from = self._get(self.config, "ckpt_path", default=None)
+        trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop()]
+        if trainer.loggers:
+            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's would build the class the checkpoint names and feed its hyperparameters back
+        # into the config. Here the command line builds the model; the checkpoint is only read as
+        # data, and a resume then checks it against the model and reports what changed.
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if not ckpt_path:
+            return
+        from cdlm.checkpoints import read_checkpoint  # validates the file with a one-line error
+
+        read_checkpoint(ckpt_path)
+
+
+def run_lightning(args: list[str]) -> None:
+    from cdlm.data import TextDataModule
+    from cdlm.run_guards import SaveConfigBesideRun
+
+    try:
+        _run(TextDataModule, SaveConfigBesideRun, args)
+    except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit with status 0
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _run(data_class, save_config, args: list[str]) -> None:
+    CDLMCLI(
+        L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
+        data_class,
+        subclass_mode_model=True,
+        parser_class=OneLineParser,
+        parser_kwargs={"default_env": False},
+        save_config_callback=save_config,
+        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoints.AtomicCheckpointIO"}]},
+        args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
+    )
