@@ -68,15 +68,21 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.weight)
             nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None, causal: bool,
+                cache: "LayerCache | None" = None) -> torch.Tensor:
         a = self.norm1(h)
         if self.modulation is not None:
             s1, b1, s2, b2 = self.modulation(cond).chunk(4, dim=-1)
             a = a * (1 + s1) + b1
         B, L, W = h.shape
         q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if cache is not None:
+            # the new keys/values go into the preallocated buffers; attend over everything so far
+            k, v, mask = cache.update(k, v, causal)
+            causal = mask is None and causal and cache.offset == 0
         att = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
         )
         h = h + self.proj(att.transpose(1, 2).reshape(B, L, W))
         b = self.norm2(h)
@@ -97,11 +103,65 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads, dropout, conditioned) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        h = h + self.position[: h.shape[1]]
-        for block in self.blocks:
-            h = block(h, cond, causal)
+    def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None, causal: bool = False,
+                cache: "KVCache | None" = None) -> torch.Tensor:
+        """With a `cache`, h [B, L, width] holds the next L positions after the `cache.length`
+        already seen; their keys/values are appended and the cache advances by L."""
+        start = 0 if cache is None else cache.length
+        if start + h.shape[1] > self.position.shape[0]:
+            raise ValueError(f"positions {start}..{start + h.shape[1] - 1} exceed max_len={self.position.shape[0]}")
+        h = h + self.position[start: start + h.shape[1]]
+        for i, block in enumerate(self.blocks):
+            h = block(h, cond, causal, None if cache is None else cache.layer(i))
+        if cache is not None:
+            cache.length += h.shape[1]
         return self.norm(h)
+
+
+class LayerCache:
+    """One block's view of a `KVCache`: writes the new keys/values at the cache's offset."""
+
+    def __init__(self, cache: "KVCache", index: int):
+        self.cache, self.index = cache, index
+
+    @property
+    def offset(self) -> int:
+        return self.cache.length
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, causal: bool):
+        """New k, v [B, H, L, D] → (all keys, all values [B, H, offset+L, D], attention mask or
+        None). The mask is needed only for a causal chunk of L > 1 after earlier positions
+        (SDPA's is_causal aligns to the top-left corner, which is wrong once L_q < L_k)."""
+        K, V = self.cache.buffers(self.index, k)
+        start, end = self.offset, self.offset + k.shape[2]
+        K[:, :, start:end] = k
+        V[:, :, start:end] = v
+        mask = None
+        if causal and start > 0 and k.shape[2] > 1:
+            rows = torch.arange(start, end, device=k.device)[:, None]
+            mask = rows >= torch.arange(end, device=k.device)[None, :]
+        return K[:, :, :end], V[:, :, :end], mask
+
+
+class KVCache:
+    """Preallocated per-layer key/value buffers [B, heads, max_len, head_dim] for incremental
+    causal decoding: `Backbone(h, causal=True, cache=c)` runs only the new positions. Buffers
+    are allocated on first use with the keys' dtype and device (bf16 under autocast)."""
+
+    def __init__(self, depth: int, max_len: int):
+        self.depth, self.max_len, self.length = depth, max_len, 0
+        self.k: list[torch.Tensor | None] = [None] * depth
+        self.v: list[torch.Tensor | None] = [None] * depth
+
+    def layer(self, index: int) -> LayerCache:
+        return LayerCache(self, index)
+
+    def buffers(self, index: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k[index] is None:
+            B, H, _, D = like.shape
+            self.k[index] = like.new_empty(B, H, self.max_len, D)
+            self.v[index] = like.new_empty(B, H, self.max_len, D)
+        return self.k[index], self.v[index]
 
 
 class TokenEmbedding(nn.Module):
@@ -256,6 +316,11 @@ class CausalLM(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(self.embedding(ids), causal=True)
+    def new_cache(self) -> KVCache:
+        """An empty `KVCache` for `forward(ids, cache=...)`, sized for the longest sequence."""
+        return KVCache(len(self.backbone.blocks), self.backbone.position.shape[0])
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits [B, L, V]; with a `cache`, ids are the next L tokens after those already in it."""
+        h = self.backbone(self.embedding(ids), causal=True, cache=cache)
         return (h @ self.embedding.weight.T).float()

@@ -28,6 +28,10 @@ class AutoregressiveLM(LanguageModel):
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI). The baseline is not
             conditioned on it: attribute control for a left-to-right model is rejection sampling.
+        compile: run the network under torch.compile (training, validation, recompute sampling;
+            KV-cache decoding stays eager: its growing cache would recompile every step).
+            Checkpoints load either way. Off by default: on CPU at these sizes it is slower
+            (benchmarks/bench_throughput.py) and costs 15-30 s of compilation per run.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class AutoregressiveLM(LanguageModel):
         sample_temperature: float = 1.0,
         val_samples: int = 64,
         attributes: list[str] | None = None,
+        compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes)
         check_hparams(seq_len=seq_len, lr=lr)  # the network checks its own sizes
@@ -77,9 +82,14 @@ class AutoregressiveLM(LanguageModel):
 
     @torch.no_grad()
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,
-                   prefix: str | None = None, batch_size: int = 256, **unsupported):
+                   prefix: str | None = None, batch_size: int = 256, use_cache: bool = True, **unsupported):
         """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix`; stops early
-        once every row has emitted a pad. Anything else a diffusion sampler takes is an error."""
+        once every row has emitted a pad. Anything else a diffusion sampler takes is an error.
+
+        With `use_cache` (the default) the prefix is run once and each further token costs one
+        position's work against a preallocated key/value cache (`cdlm.networks.KVCache`);
+        `use_cache=False` re-runs the whole prefix for every token (the reference path: same
+        random draws, same ids)."""
         # lengths "from the data" are what a left-to-right model samples anyway
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False) and (k, v) != ("length", "data")}
         if unsupported:
@@ -98,8 +108,15 @@ class AutoregressiveLM(LanguageModel):
             ids = torch.full((n, self.hparams.seq_len), self.pad_id, dtype=torch.long, device=self.device)
             ids[:, : len(start_ids)] = torch.tensor(start_ids, dtype=torch.long, device=self.device)
             done = torch.zeros(n, dtype=torch.bool, device=self.device)
+            cache = self.net.new_cache() if use_cache else None
             for pos in range(len(start_ids), self.hparams.seq_len):
-                logits = self.net(self.shifted(ids)[:, : pos + 1])[:, -1] / temperature
+                if cache is None:
+                    logits = self.net(self.shifted(ids)[:, : pos + 1])[:, -1]
+                else:  # the first step fills the cache with [PAD] + prefix, then one token at a time
+                    inp = self.shifted(ids)[:, : pos + 1] if cache.length == 0 else ids[:, pos - 1: pos]
+                    # eager even under `compile`: the cache length would specialize every step
+                    logits = self.net.forward(inp, cache=cache)[:, -1]
+                logits = logits / temperature
                 nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=g).squeeze(1)
                 ids[:, pos] = torch.where(done, self.pad_id, nxt)
                 done |= nxt == self.pad_id

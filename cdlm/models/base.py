@@ -125,6 +125,24 @@ class LanguageModel(StepModule):
         self.pad_id = self.tokenizer.token_to_id(PAD)
         self.attribute_vocab = AttributeVocab(attributes) if attributes else None
 
+    # the networks that `--model.compile` compiles when assigned (EMA included)
+    COMPILED_NETWORKS = ("net", "ema")
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        # `compile` (a hyperparameter a subclass declares and saves): torch.compile each network as
+        # it is assigned, in place (nn.Module.compile), for training and sampling alike. The module
+        # itself stays the same object, so state_dict keys gain no `_orig_mod.` prefix and
+        # checkpoints load into compiled and uncompiled models alike; a deepcopy (init_ema) is
+        # uncompiled, and is compiled in turn when assigned.
+        if name in self.COMPILED_NETWORKS and isinstance(value, torch.nn.Module) and self.compiles:
+            value.compile()
+
+    @property
+    def compiles(self) -> bool:
+        """Whether this model's networks run under torch.compile (`--model.compile`)."""
+        return bool(self.hparams.get("compile", False))
+
     def param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters())}]
 

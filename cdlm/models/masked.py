@@ -55,6 +55,8 @@ class MaskedDiffusionLM(DiffusionBase):
         guidance_scale: default classifier-free guidance scale s: log p_u + s (log p_c - log p_u).
         length_counts: how many training texts have 0..seq_len tokens, filled in from the data
             module when training starts; `generate(length="data")` draws lengths from it.
+        compile: run the network and its EMA under torch.compile (measured slower on CPU; see
+            benchmarks/bench_throughput.py).
 
     Shared arguments have DiffusionLM's defaults: `cdlm fit --model cdlm.MaskedDiffusionLM`
     carries DiffusionLM's values across the change of class unless given.
@@ -82,6 +84,7 @@ class MaskedDiffusionLM(DiffusionBase):
         attribute_dropout: float = 0.3,
         guidance_scale: float = 1.0,
         length_counts: list[int] | None = None,
+        compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes)
         if schedule not in SCHEDULES:
