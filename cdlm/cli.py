@@ -213,6 +213,8 @@ def cmd_eval(argv: list[str]) -> None:
     p.set_defaults(num_samples=256)
     p.add_argument("--reference_ckpt", default=None, help="autoregressive checkpoint that scores samples (gen_ppl)")
     p.add_argument("--nll_batches", type=int, default=8, help="held-out batches for the NLL (bound); 0 skips it")
+    p.add_argument("--ode_nll", action="store_true",
+                   help="also the dequantised probability-flow ODE likelihood (continuous diffusion models; slow)")
     p.add_argument("--time_budget", type=float, default=60.0,
                    help="seconds of rejection sampling for an autoregressive model given constraints beyond a prefix")
     p.add_argument("--attributes_from_data", action="store_true",
@@ -228,7 +230,7 @@ def cmd_eval(argv: list[str]) -> None:
     if problem:
         print(f"cdlm eval: no held-out metrics ({problem})", file=sys.stderr)
     result = evaluate(model, _request(args), _settings(args), args.num_samples, args.seed, args.batch_size, data,
-                      reference, args.nll_batches, args.time_budget, args.attributes_from_data)
+                      reference, args.nll_batches, args.time_budget, args.attributes_from_data, args.ode_nll)
     if args.format == "json":
         print(json.dumps(result))
     else:

@@ -116,7 +116,7 @@ class Method:
     kind: str  # "ode" (probability-flow ODE) or "sde" (reverse SDE, stochastic)
     run: Callable[..., tuple[Tensor, dict]]
     options: dict[str, Any]  # option name -> default
-    default_grid: str | None = None  # None: the method does not step on a grid
+    default_grid: str | dict | None = None  # None: no grid; dict: per SDE name, "*" for the rest
     hooks: bool = True  # supports state_hook and callback
     adaptive: bool = False  # chooses its own steps (ignores `steps`, reports accepted/rejected)
 
@@ -180,7 +180,7 @@ def run_fixed(stepper: Stepper, ctx: Context, x: Tensor) -> tuple[Tensor, dict]:
     return x, {"steps": ctx.steps}
 
 
-def register_stepper(name: str, kind: str, options: dict | None = None, default_grid: str = "uniform"):
+def register_stepper(name: str, kind: str, options: dict | None = None, default_grid: str | dict = "uniform"):
     """Class decorator registering a Stepper subclass as a fixed-grid method."""
 
     def deco(cls: type[Stepper]) -> type[Stepper]:

@@ -7,9 +7,9 @@ from typing import Callable
 
 import torch
 
-from . import ode, sde_solvers, external  # noqa: F401  (importing registers the methods)
+from . import ode, multistep, sde_solvers, external  # noqa: F401  (importing registers the methods)
 from .core import METHODS, Context, CountedDenoiser, get_method
-from .grids import make_grid
+from .grids import make_grid, resolve_default
 from .sde import SDE
 
 Tensor = torch.Tensor
@@ -37,7 +37,8 @@ def available(kind: str | None = None) -> list[str]:
 def method_info(method: str) -> dict:
     """Kind, options with defaults, default grid, hook support of a method."""
     m = get_method(method)
-    return {"name": m.name, "kind": m.kind, "options": dict(m.options), "default_grid": m.default_grid,
+    grid = dict(m.default_grid) if isinstance(m.default_grid, dict) else m.default_grid
+    return {"name": m.name, "kind": m.kind, "options": dict(m.options), "default_grid": grid,
             "hooks": m.hooks, "adaptive": m.adaptive}
 
 
@@ -73,8 +74,8 @@ def sample(denoiser: Callable[[Tensor, Tensor], Tensor], sde: SDE, x_T: Tensor, 
 
     ts = None
     if spec.default_grid is not None:
-        name = grid if grid is not None else spec.default_grid
-        if name == "log_snr" and grid is None and not math.isfinite(sde.log_snr(t_end).item()):
+        name = grid if grid is not None else resolve_default(spec.default_grid, sde)
+        if name in ("log_snr", "karras_snr") and grid is None and not math.isfinite(sde.log_snr(t_end).item()):
             name = "karras"  # the log-SNR grid cannot reach sigma = 0; EDM's grid can
         ts = make_grid(name, sde, steps, t_start, t_end)
         t_start, t_end, steps = ts[0].item(), ts[-1].item(), len(ts) - 1

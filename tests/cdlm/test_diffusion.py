@@ -1,3 +1,5 @@
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -187,3 +189,13 @@ def test_restart_keeping_every_token_changes_nothing():
     assert torch.equal(kept.ids, first) and kept.nfe == 4 + 3
     with pytest.raises(ValueError, match="restart_keep"):
         model.sample_ids(1, restart_keep=1.5)
+
+
+def test_ode_likelihood_stands_beside_the_bound(tiny_ckpt):
+    from cdlm.evaluation import evaluate, heldout_data
+
+    model, data_hparams = load_checkpoint(str(tiny_ckpt))
+    data, _ = heldout_data(model, data_hparams)
+    result = evaluate(model, num_samples=2, data=data, nll_batches=1, ode_nll=True)
+    assert math.isfinite(result["ode_nll_bits_per_token"]) and result["ode_nll_bits_per_token"] > 0
+    assert math.isfinite(result["nll_bits_per_token"])

@@ -8,7 +8,9 @@ import solvers
 from solvers import LogLinearVPSDE, VESDE, VPCosineSDE, VPSDE, VPSqrtSDE, SubVPSDE
 from solvers.analytic import GaussianTarget, relative_error as rel_err
 
-ORDERS = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp_2m": 2, "dpmpp_3m": 3}
+ORDERS = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp_2m": 2, "dpmpp_3m": 3,
+          "unipc_bh1": 3, "unipc_bh2": 3, "unipc3_bh1": 4, "unipc3_bh2": 4,  # UniC adds one order
+          "deis_2": 2, "deis_3": 3}
 STEPS = [40, 80, 160, 320]  # asymptotic regime on every SDE below (errors are deterministic)
 
 
@@ -36,6 +38,46 @@ def test_convergence_order(sde, method):
     assert abs(slope - ORDERS[method]) < 0.3, (slope, errs)
 
 
+# the option variants: (method, options, theoretical order)
+VARIANTS = [("unipc_bh2", {"order": 1}, 2), ("unipc_bh1", {"corrector": False}, 2),
+            ("unipc3_bh2", {"corrector": False}, 3), ("unipc3_bh1", {"order": 2}, 3),
+            ("deis_2", {"poly": "log_snr"}, 2), ("deis_3", {"poly": "log_snr"}, 3)]
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), LogLinearVPSDE()], ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("method,opts,order", VARIANTS, ids=lambda v: str(v))
+def test_convergence_order_of_variants(sde, method, opts, order):
+    gauss, x_T, ref = _setup(sde)
+    errs = [rel_err(solvers.sample(gauss.denoiser(sde), sde, x_T, method=method, steps=n, grid="karras", **opts).x,
+                    ref) for n in STEPS]
+    slope = -np.polyfit(np.log(STEPS), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.3, (slope, errs)
+
+
+@pytest.mark.parametrize("method", ["unipc_bh1", "unipc_bh2", "unipc3_bh2", "deis_2", "deis_3"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 7, 20])
+def test_new_multistep_nfe_is_steps(method, steps):
+    """UniPC's corrector reuses its evaluation as the next step's x0: one call per step."""
+    sde = VPSDE()
+    gauss, x_T, _ = _setup(sde)
+    for opts in ({}, {"corrector": False} if method.startswith("unipc") else {"poly": "log_snr"}):
+        assert solvers.sample(gauss.denoiser(sde), sde, x_T, method=method, steps=steps, **opts).nfe == steps
+
+
+def test_unipc_variants_differ_only_through_b_of_h():
+    """B(h) enters where a system has one unknown (UniP-2, the first UniC), which takes rho = 1/2."""
+    sde = VPSDE()
+    gauss, x_T, _ = _setup(sde)
+    run = lambda m, **o: solvers.sample(gauss.denoiser(sde), sde, x_T, method=m, steps=12, **o).x
+    assert not torch.allclose(run("unipc_bh1"), run("unipc_bh2"))
+    # UniP-2 with B2 is DPM-Solver++(2M)'s update (with our midpoint weight), exactly
+    torch.testing.assert_close(run("unipc_bh2", corrector=False, grid="log_snr"), run("dpmpp_2m", grid="log_snr"))
+    with pytest.raises(ValueError, match="order must be 1, 2 or 3"):
+        run("unipc_bh1", order=4)
+    with pytest.raises(ValueError, match="poly must be"):
+        run("deis_2", poly="sigma")
+
+
 @pytest.mark.parametrize("sde", [VPCosineSDE(), VPSqrtSDE(), SubVPSDE(), VESDE()], ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("method", list(ORDERS))
 def test_every_sde_converges(sde, method):
@@ -49,17 +91,67 @@ def test_every_sde_converges(sde, method):
     assert e2 < 0.1 and e1 / e2 > 2 ** ORDERS[method] * 0.8, (e1, e2)  # Euler in t is poor on VE
 
 
-@pytest.mark.parametrize("sde", [LogLinearVPSDE(), VPSDE()], ids=lambda s: type(s).__name__)
-def test_dpmpp_2m_at_20_against_euler_at_80(sde):
-    """Default grids. On the log-linear schedule (cdlm's) dpmpp_2m@20 wins by 4x. On linear VP
-    ending at t = 1e-3 the log-SNR range is 24 nats and Euler in t happens to suit the smooth
-    Gaussian flow: dpmpp_2m@20 is within 1.5x of euler@80 there, not better (measured)."""
-    gauss, x_T, ref = _setup(sde)
+def _setup_other(sde, shape=(64, 32), seed=3):
+    """A second Gaussian target (other shape and seed), so that no goal holds for one target only."""
+    gauss = GaussianTarget.random(shape[1:], seed=seed)
+    x_T = sde.prior_sample(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return gauss, x_T, gauss.exact_map(sde, x_T, 1.0, sde.t_min_default)
+
+
+@pytest.mark.parametrize("setup", [_setup, _setup_other], ids=["target", "other_target"])
+@pytest.mark.parametrize("sde", [LogLinearVPSDE(), VPSDE(), VPCosineSDE()], ids=lambda s: type(s).__name__)
+def test_dpmpp_2m_at_20_against_euler_at_80(sde, setup):
+    """Default grids: dpmpp_2m@20 beats euler@80. On linear VP to t = 1e-3 (19 nats of log-SNR)
+    this needs the karras_snr grid; on the log-SNR grid it was 1.3-2x worse than euler@80."""
+    gauss, x_T, ref = setup(sde)
     den = gauss.denoiser(sde)
     e_dpm = rel_err(solvers.sample(den, sde, x_T, method="dpmpp_2m", steps=20).x, ref)
     e_eul = rel_err(solvers.sample(den, sde, x_T, method="euler", steps=80).x, ref)
     print(f"{type(sde).__name__}: dpmpp_2m@20 {e_dpm:.2e}  euler@80 {e_eul:.2e}")
-    assert e_dpm <= (1.0 if isinstance(sde, LogLinearVPSDE) else 1.5) * e_eul
+    assert e_dpm < e_eul
+    if isinstance(sde, VPSDE):  # and the margin is wide, not a near tie (measured ~12x)
+        assert e_dpm < e_eul / 4
+
+
+@pytest.mark.parametrize("setup", [_setup, _setup_other], ids=["target", "other_target"])
+@pytest.mark.parametrize("method", ["unipc3_bh1", "unipc3_bh2", "dpmpp_3m"])
+def test_third_order_at_20_steps_on_linear_vp(method, setup):
+    """Default grids, linear VP to t = 1e-3: UniPC-3 (UniP-3 + UniC) reaches <= 1e-3 at 20 steps
+    on both targets (measured 4e-5 to 1e-4); dpmpp_3m does on the test target (8.7e-4), not on
+    the other (1.7e-3)."""
+    sde = VPSDE()
+    gauss, x_T, ref = setup(sde)
+    err = rel_err(solvers.sample(gauss.denoiser(sde), sde, x_T, method=method, steps=20).x, ref)
+    if method == "dpmpp_3m" and setup is _setup_other:
+        assert err < 2e-3, err
+    else:
+        assert err <= 1e-3, err
+
+
+@pytest.mark.parametrize("setup", [_setup, _setup_other], ids=["target", "other_target"])
+def test_unipc_bh2_leads_dpmpp_2m_at_10_steps(setup):
+    """The paper's few-step claim, on linear VP with the default grids (measured 3-4x)."""
+    sde = VPSDE()
+    gauss, x_T, ref = setup(sde)
+    err = {m: rel_err(solvers.sample(gauss.denoiser(sde), sde, x_T, method=m, steps=10).x, ref)
+           for m in ("unipc_bh2", "dpmpp_2m")}
+    assert err["unipc_bh2"] < err["dpmpp_2m"] / 2, err
+
+
+def test_default_grids_per_schedule():
+    info = solvers.method_info("dpmpp_2m")["default_grid"]
+    assert info["loglinear"] == "log_snr" and info["*"] == "karras_snr"
+    sde = VPSDE()
+    gauss, x_T, _ = _setup(sde)
+    den = gauss.denoiser(sde)
+    for method, grid in (("dpmpp_2m", "karras_snr"), ("deis_3", "quadratic"), ("unipc_bh2", "karras_snr"),
+                         ("unipc3_bh2", "log_snr")):
+        torch.testing.assert_close(solvers.sample(den, sde, x_T, method=method, steps=9).x,
+                                   solvers.sample(den, sde, x_T, method=method, steps=9, grid=grid).x)
+    # sigma(t_end) = 0: the log-SNR grids fall back to EDM's, as before
+    res = solvers.sample(den, sde, x_T, method="dpmpp_2m", steps=9, t_end=0.0)
+    torch.testing.assert_close(res.x, solvers.sample(den, sde, x_T, method="dpmpp_2m", steps=9, t_end=0.0,
+                                                     grid="karras").x)
 
 
 ODE_METHODS = solvers.available("ode")
@@ -101,7 +193,8 @@ def test_constant_x0_is_solved_exactly():
     t_end = sde.t_min_default
     a0, s0, a1, s1 = sde.alpha(1.0).item(), sde.sigma(1.0).item(), sde.alpha(t_end).item(), sde.sigma(t_end).item()
     expect = a1 * c + s1 * (x_T - a0 * c) / s0
-    for method in ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "dpm_adaptive"):
+    for method in ("ddim", "dpmpp_2m", "dpmpp_3m", "heun", "dpm_adaptive", "unipc_bh1", "unipc_bh2", "unipc3_bh2",
+                   "deis_2", "deis_3"):
         res = solvers.sample(lambda x, t: torch.zeros_like(x), sde, x_T, method=method, steps=7,
                              x0_hook=lambda x0, t: torch.full_like(x0, 0.7))
         torch.testing.assert_close(res.x, expect, msg=method)
