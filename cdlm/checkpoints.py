@@ -74,10 +74,14 @@ def _plain(value) -> bool:
 _TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "list": (list, tuple), "dict": (dict,)}
 
 
-def _allowed_types(parameter: inspect.Parameter) -> tuple:
-    """The plain types a constructor parameter takes, read off its annotation ("float | None")."""
+def _fits(value, parameter: inspect.Parameter) -> bool:
+    """A plain value of a type the constructor parameter's annotation ("float | None") names; a
+    parameter annotated with none of the plain types (a config class) takes any plain value."""
     names = str(parameter.annotation).replace("|", " ").replace("[", " ").split()
-    return tuple(t for name in names for t in _TYPES.get(name, ()))
+    allowed = tuple(t for name in names for t in _TYPES.get(name, ()))
+    if not _plain(value) or value is None or not allowed:
+        return _plain(value)
+    return isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))  # True is an int
 
 
 def checked_hparams(cls, hparams: dict, source: str) -> dict:
@@ -93,9 +97,7 @@ def checked_hparams(cls, hparams: dict, source: str) -> dict:
     for key, value in hparams.items():
         if key not in parameters or key == "self":
             raise ValueError(f"checkpoint {source!r} has hyperparameter {str(key)[:60]!r}, which {cls.__name__} does not take")
-        allowed = _allowed_types(parameters[key])
-        if not _plain(value) or value is not None and allowed and not isinstance(value, allowed) \
-                or isinstance(value, bool) and bool not in allowed and allowed:
+        if not _fits(value, parameters[key]):
             raise ValueError(f"checkpoint {source!r} has a {type(value).__name__} for hyperparameter {key!r}, "
                              f"which takes {parameters[key].annotation}")
     return hparams

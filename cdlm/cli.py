@@ -84,10 +84,6 @@ def _positive(v) -> bool:
     return v >= 1
 
 
-def _fraction(v) -> bool:  # False for NaN, like every comparison
-    return 0.0 <= v <= 1.0
-
-
 # option → (test, what it must be): the flags whose values argparse's types alone let through;
 # an option left at None takes the model's default and is not checked.
 _CHECKS = {

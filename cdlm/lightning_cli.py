@@ -71,19 +71,15 @@ def run_lightning(args: list[str]) -> None:
     from cdlm.run_guards import SaveConfigBesideRun
 
     try:
-        _run(TextDataModule, SaveConfigBesideRun, args)
+        CDLMCLI(
+            L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
+            TextDataModule,
+            subclass_mode_model=True,
+            parser_class=OneLineParser,
+            parser_kwargs={"default_env": False},
+            save_config_callback=SaveConfigBesideRun,
+            trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoints.AtomicCheckpointIO"}]},
+            args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
+        )
     except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit with status 0
         sys.exit(128 + signal.SIGTERM)
-
-
-def _run(data_class, save_config, args: list[str]) -> None:
-    CDLMCLI(
-        L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one
-        data_class,
-        subclass_mode_model=True,
-        parser_class=OneLineParser,
-        parser_kwargs={"default_env": False},
-        save_config_callback=save_config,
-        trainer_defaults={"log_every_n_steps": 10, "plugins": [{"class_path": "cdlm.checkpoints.AtomicCheckpointIO"}]},
-        args=None if args == sys.argv[1:] else args,  # LightningCLI warns when given sys.argv twice
-    )

@@ -125,7 +125,8 @@ class SaveOnStop(Callback):
         self._save_last(trainer)
         self._restore_handlers()
         self._report(trainer)
-        raise SystemExit(128 + self.received)
+        signum, self.received = self.received, None  # handled: on_exception has nothing left to do
+        raise SystemExit(128 + signum)
 
     def _report(self, trainer) -> None:
         name = signal.Signals(self.received).name

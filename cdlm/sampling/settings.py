@@ -51,6 +51,13 @@ class _Settings:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def _check(self, checks: dict) -> None:
+        """ValueError naming the first field that fails its test in `checks` (None passes)."""
+        for name, (ok, must_be) in checks.items():
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise ValueError(f"{name} must be {must_be}, got {value!r}")
+
     @classmethod
     def of(cls, value):
         """From itself, from the plain dict a checkpoint holds, or the defaults."""
@@ -81,16 +88,13 @@ class SamplerConfig(_Settings):
         for name, valid in (("method", solvers.available()), ("rounding", ROUNDINGS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; available: {', '.join(valid)}")
-        for name, (ok, must_be) in _CHECKS.items():
-            value = getattr(self, name)
-            if value is not None and not ok(value):
-                raise ValueError(f"{name} must be {must_be}, got {value!r}")
+        self._check(_CHECKS)
         if self.method in IMPLICIT_METHODS:
             raise ValueError(f"method {self.method!r} is {IMPLICIT_WHY}")
 
 
-def _is(kind):
-    return lambda v: isinstance(v, kind) and not isinstance(v, bool) if kind is not bool else isinstance(v, bool)
+def _count(v, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least  # True is an int to Python, not a count
 
 
 def _number(v) -> bool:
@@ -99,19 +103,18 @@ def _number(v) -> bool:
 
 # field → (test, what it must be); NaN fails every comparison
 _CHECKS = {
-    "steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "steps": (lambda v: _count(v, 1), "a positive integer"),
     "temperature": (lambda v: _number(v) and v > 0, "a finite number > 0"),
     "clamp_below_t": (lambda v: _number(v) and 0 <= v <= 1, "a time in [0, 1]"),
-    "restarts": (lambda v: _is(int)(v) and v >= 0, "a non-negative integer"),
+    "restarts": (lambda v: _count(v, 0), "a non-negative integer"),
     "restart_log_snr": (_number, "a finite number"),
     "restart_log_snr_end": (_number, "a finite number"),
-    "restart_steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "restart_steps": (lambda v: _count(v, 1), "a positive integer"),
     "restart_keep": (lambda v: _number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
-    "commit": (_is(bool), "true or false"),
+    "commit": (lambda v: isinstance(v, bool), "true or false"),
 }
-FIELDS = tuple(f.name for f in dataclasses.fields(SamplerConfig))
 # the flat names DiffusionLM took before SamplerConfig, as checkpoints of that time hold them
-LEGACY_NAMES = {"sample_method": "method", "sample_steps": "steps", **{name: name for name in FIELDS[2:]}}
+LEGACY_NAMES = {"sample_method": "method", "sample_steps": "steps", **{n: n for n in SamplerConfig.names()[2:]}}
 
 
 MASKED_METHODS = ("ancestral", "low_confidence", "semi_ar", "threshold")
@@ -132,9 +135,7 @@ class MaskedSamplerConfig(_Settings):
     def __post_init__(self):
         if self.method not in MASKED_METHODS:
             raise ValueError(f"unknown method {self.method!r}; available: {', '.join(MASKED_METHODS)}")
-        for name, (ok, must_be) in _MASKED_CHECKS.items():
-            if not ok(getattr(self, name)):
-                raise ValueError(f"{name} must be {must_be}, got {getattr(self, name)!r}")
+        self._check(_MASKED_CHECKS)
 
     def used(self) -> tuple[str, ...]:
         """The fields this config's method reads."""
@@ -142,9 +143,9 @@ class MaskedSamplerConfig(_Settings):
 
 
 _MASKED_CHECKS = {
-    "steps": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "steps": (lambda v: _count(v, 1), "a positive integer"),
     "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "block_length": (lambda v: _is(int)(v) and v >= 1, "a positive integer"),
+    "block_length": (lambda v: _count(v, 1), "a positive integer"),
     "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
 }
 SETTINGS = (SamplerConfig, MaskedSamplerConfig)  # the sampler settings of every model: `cdlm sample` has a flag for each field
