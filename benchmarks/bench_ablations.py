@@ -6,7 +6,7 @@ exactly `--steps` optimizer steps. Each is evaluated with `cdlm eval` (validity 
 and at the data's lengths, NLL bound, and generative perplexity under an AR reference if one
 is given) and a Markdown table is printed.
 
-    python benchmarks/bench_ablations.py --steps 2000 --reference runs/quickstart_ar/last.ckpt
+    python benchmarks/bench_ablations.py --steps 2000 --reference runs/quickstart_ar/checkpoints/last.ckpt
     python benchmarks/bench_ablations.py --minutes 9 --only baseline,no_self_condition
 """
 

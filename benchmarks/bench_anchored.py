@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 
 import torch
 
@@ -22,25 +20,7 @@ from cdlm.control.constraints import build_constraints
 from cdlm.data import TextDataModule
 from cdlm.checkpoints import load_checkpoint
 from cdlm.evaluation import generative_perplexity
-from cdlm.data.tokenizer import encode
-
-
-def anchor_sets(model, texts: list[str], sets: int, seed: int) -> list[dict[int, str]]:
-    """Two whole words (3+ letters) of each chosen held-out text, at their token positions."""
-    rng, out = random.Random(seed), []
-    L = model.hparams.seq_len
-    for text in rng.sample(texts, len(texts)):
-        found = []
-        for m in re.finditer(r"[A-Za-z]{3,}", text):
-            pos = len(encode(model.tokenizer, text[: m.start()]))  # tokens before the word
-            if pos + len(encode(model.tokenizer, m.group())) >= L:
-                break
-            found.append((pos, m.group()))
-        if len(found) >= 2:
-            out.append(dict(rng.sample(found, 2)))
-        if len(out) == sets:
-            break
-    return out
+from cdlm.lab.anchors import anchor_sets
 
 
 def main() -> None:
@@ -65,7 +45,7 @@ def main() -> None:
     free = model.generate(n, seed=a.seed, **options)
     rows = {"unconstrained": {"gen_ppl": generative_perplexity(reference, free, count_end=not packing)}}
     anchored, held = [], []
-    for k, anchors in enumerate(anchor_sets(model, val, a.sets, a.seed)):
+    for k, anchors in enumerate(anchor_sets(model.tokenizer, val, model.hparams.seq_len, 2, a.sets, a.seed)):
         gen = model.sample_ids(a.per_set, seed=a.seed + k, anchors=anchors, **options)
         c = build_constraints(model.tokenizer, model.hparams.seq_len, anchors=anchors)
         held.append(float(c.satisfied(gen.ids).float().mean()))

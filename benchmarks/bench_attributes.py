@@ -9,7 +9,7 @@ Two tasks on the held-out records of a model fit with `--data.condition_column m
 Each at the given classifier-free guidance scales; beside it, the autoregressive baseline on
 the single task by rejection sampling for as long as diffusion took.
 
-    python benchmarks/bench_attributes.py --ckpt runs/cond/last.ckpt --reference runs/quickstart_ar/last.ckpt
+    python benchmarks/bench_attributes.py --ckpt runs/cond/last.ckpt --reference runs/quickstart_ar/checkpoints/last.ckpt
 """
 
 from __future__ import annotations

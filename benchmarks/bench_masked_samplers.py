@@ -5,8 +5,8 @@ threshold, several confidence thresholds), evaluated in-process with `cdlm.evalu
 validity at free length and at the data's lengths (embedded corpus), gen_ppl under an AR
 reference, the held-out bound once, and the NFE each really took.
 
-    python benchmarks/bench_masked_samplers.py --ckpt runs/quickstart_masked/last.ckpt \\
-        --reference runs/quickstart_ar/last.ckpt --steps 10,20,40,80
+    python benchmarks/bench_masked_samplers.py --ckpt runs/quickstart_masked/checkpoints/last.ckpt \\
+        --reference runs/quickstart_ar/checkpoints/last.ckpt --steps 10,20,40,80
 """
 
 from __future__ import annotations

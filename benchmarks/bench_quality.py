@@ -17,36 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from cdlm.lab.runs import budget_args, fit, markdown_table
+
 TASKS = {  # base config and data arguments
     "embedded": ("quickstart", []),
     "shakespeare": ("shakespeare_char", ["--data.dataset={root}/tinyshakespeare/input.txt"]),
     "e2e": ("e2e", ["--data.dataset={root}/e2e/testset_w_refs.csv", "--data.val_dataset={root}/e2e/devset.csv"]),
 }
 MODELS = {"continuous": "", "masked": "_masked", "ar": "_ar"}  # model → config suffix
-
-
-def fit(config: str, name: str, out: Path, budget: list[str], data_args: list[str], extra: list[str], threads: int = 1):
-    """Start `cdlm fit` of configs/CONFIG.yaml into OUT/NAME; (process, its last.ckpt)."""
-    args = [
-        sys.executable, "-m", "cdlm.cli", "fit", f"--config={ROOT}/configs/{config}.yaml", *budget,
-        f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
-        f"--trainer.callbacks.dirpath={out}/{name}", "--trainer.enable_progress_bar=false", *data_args, *extra,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    log = open(out / f"{name}.log", "w")
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), out / name / "last.ckpt"
-
-
-def budget_args(steps: int | None, minutes: float) -> list[str]:
-    if steps is not None:
-        return [f"--trainer.max_steps={steps}", "--trainer.max_time=null"]
-    return ["--trainer.max_steps=-1", f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}"]
 
 
 def evaluate_checkpoint(ckpt: Path, reference: Path | None = None, num_samples: int = 256, nll_batches: int = 8,
@@ -61,17 +41,6 @@ def evaluate_checkpoint(ckpt: Path, reference: Path | None = None, num_samples: 
     ref = load_checkpoint(str(reference))[0] if reference is not None else None
     return evaluate(model, Request(**request), num_samples=num_samples, seed=seed, data=data, reference=ref,
                     nll_batches=nll_batches)
-
-
-def markdown_table(rows: dict[str, dict], keys: list[str], label: str = "model", notes: dict | None = None) -> str:
-    """One row per run: the metrics in `keys` that any run reported (and an optional notes column)."""
-    keys = [k for k in keys if any(k in r for r in rows.values())]
-    head = [label, *(["arguments"] if notes else []), *keys]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for name, r in rows.items():
-        cells = [f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
-        lines.append("| " + " | ".join([name, *([notes[name]] if notes else []), *cells]) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:

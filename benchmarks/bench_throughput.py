@@ -1,4 +1,4 @@
-"""Training and generation throughput of the three models on one backbone (issue 16).
+"""Training and generation throughput of the three models on one backbone.
 
 One JSON line per measurement on stdout:
 

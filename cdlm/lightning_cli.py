@@ -1,10 +1,17 @@
-"""The Lightning half of the `cdlm` command: fit, validate, test and predict through LightningCLI,
-with the model and data linked, cdlm's run guards added, and errors reduced to one line."""
+"""The Lightning half of the `cdlm` command: fit, validate and test through LightningCLI, with
+the model and data linked, cdlm's run guards and TensorBoard dashboard added, the start-up
+screen free of notices the user cannot act on, and errors reduced to one line.
+
+(Lightning's `predict` is not offered: cdlm's models define no predict step; `cdlm sample`
+writes samples.)"""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
+import warnings
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -31,15 +38,48 @@ def _attribute_names(data) -> list[str] | None:
     return data.attribute_names()
 
 
+def _seq_len(data) -> int:
+    return data.seq_len  # chosen from the data when not given (`TextDataModule.resolve`)
+
+
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's start-up advertisement for its cloud logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_start() -> None:
+    """What `cdlm fit` prints first is cdlm's and Lightning's own output, not notices a user cannot
+    act on: Lightning's cloud-logger advertisement, the deprecation warning Lightning's pytree
+    helper triggers in recent torch, and jsonargparse's deprecation notices about how
+    LightningCLI calls it (Lightning's code, not the user's; JSONARGPARSE_DEPRECATION_WARNINGS
+    set by the user is kept)."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvert) for f in logger.filters):
+        logger.addFilter(_NoAdvert())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 class CDLMCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # one source of truth for values the model and data must share
+        from cdlm.dashboard import Dashboard
+
+        # one source of truth for values the model and data must share; the data module chooses
+        # seq_len (and the tokenizer) from the data when they are not given, so both links wait
+        # until it is built
         parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
-        parser.link_arguments("data.seq_len", "model.init_args.seq_len")
+        parser.link_arguments("data", "model.init_args.seq_len", compute_fn=_seq_len, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="let a run write into a checkpoint folder that holds another run's checkpoints (deleting them)")
+        parser.add_lightning_class_args(Dashboard, "dashboard")  # figures, hparams, embeddings in TensorBoard
 
     def instantiate_trainer(self, **kwargs):
         from lightning.pytorch.callbacks import LearningRateMonitor
@@ -70,6 +110,7 @@ def run_lightning(args: list[str]) -> None:
     from cdlm.data import TextDataModule
     from cdlm.run_guards import SaveConfigBesideRun
 
+    quiet_start()
     try:
         CDLMCLI(
             L.LightningModule,  # a LanguageModel, or an AttributeClassifier for a trained one

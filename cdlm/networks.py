@@ -21,6 +21,7 @@ _VALID = {
     "embed_dim": (lambda v: v >= 1, "a positive integer"),
     "seq_len": (lambda v: v >= 1, "a positive integer"),
     "dropout": (lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
+    "loops": (lambda v: v >= 1, "a positive integer"),
     "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "ema_decay": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
 }
@@ -92,11 +93,17 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Learned positions + `depth` blocks + final norm, on hidden states [B, L, width]."""
+    """Learned positions + `depth` blocks + final norm, on hidden states [B, L, width].
 
-    def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool):
+    `loops` > 1 runs the stack that many times with the same weights (a looped transformer:
+    Saunshi et al. 2025, Ouro), so the compute of depth x loops layers for the parameters of
+    `depth`; each pass is a layer of its own for the key/value cache."""
+
+    def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool,
+                 loops: int = 1):
         super().__init__()
-        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout)
+        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout, loops=loops)
+        self.loops = loops
         if width % heads:
             raise ValueError(f"width={width} is not divisible by heads={heads}")
         self.position = nn.Parameter(torch.randn(max_len, width) * 0.02)
@@ -111,7 +118,7 @@ class Backbone(nn.Module):
         if start + h.shape[1] > self.position.shape[0]:
             raise ValueError(f"positions {start}..{start + h.shape[1] - 1} exceed max_len={self.position.shape[0]}")
         h = h + self.position[start: start + h.shape[1]]
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(list(self.blocks) * self.loops):
             h = block(h, cond, causal, None if cache is None else cache.layer(i))
         if cache is not None:
             cache.length += h.shape[1]
@@ -201,6 +208,10 @@ class ScoreNetwork(nn.Module):
 
     With `num_attributes`, multi-hot attributes [B, A] (`cdlm.control.attributes`) add their summed
     embeddings to the time conditioning; all zeros (or None) is the unconditional model.
+
+    With `output_prior` w > 0 the logits gain w · `prior_logits(x_t, λ)` (Plaid/LangFlow's skip
+    logits): the exact posterior over tokens given x_t alone, so the network learns a correction
+    to it instead of the whole answer. `forward(prior_weight=...)` overrides w (a training ramp).
     """
 
     def __init__(
@@ -216,15 +227,18 @@ class ScoreNetwork(nn.Module):
         interpolate: bool = True,
         self_condition: bool = True,
         num_attributes: int = 0,
+        loops: int = 1,
+        output_prior: float = 0.0,
     ):
         super().__init__()
         check_hparams(embed_dim=embed_dim, width=width)  # the layers before the backbone need them
+        self.output_prior = float(output_prior)  # a constant: compiled graphs specialise on it once
         self.embedding = TokenEmbedding(vocab_size, embed_dim, normalize_embeddings)
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
         self.interpolate, self.self_condition = interpolate, self_condition
         self.inp = nn.Linear(embed_dim * (2 if self_condition else 1), width)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True, loops=loops)
         self.head = nn.Linear(width, vocab_size)
         self.x0_head = None if interpolate else nn.Linear(width, embed_dim)
 
@@ -235,6 +249,7 @@ class ScoreNetwork(nn.Module):
         x0_prev: torch.Tensor | None = None,
         temperature: float = 1.0,
         attributes: torch.Tensor | None = None,
+        prior_weight: float | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.self_condition:
             x0_prev = torch.zeros_like(x_t) if x0_prev is None else x0_prev
@@ -252,11 +267,24 @@ class ScoreNetwork(nn.Module):
             cond = cond + extra
         h = self.backbone(self.inp(x_in) + cond, cond)
         logits = self.head(h).float()
+        if self.output_prior:
+            weight = self.output_prior if prior_weight is None else prior_weight
+            logits = logits + weight * self.prior_logits(x_t, log_snr)
         if self.interpolate:
             x0 = torch.softmax(logits / temperature, dim=-1) @ self.embedding.table().float()
         else:
             x0 = self.x0_head(h).float()
         return logits, x0.to(x_t.dtype)
+
+    def prior_logits(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        """c · x_t · Eᵀ [B, L, V] with c = α/σ² at log-SNR λ ([B] or [B, L]) of a VP SDE
+        (α² = sigmoid(λ), σ² = sigmoid(-λ)): log N(x_t; α e_v, σ² I) up to terms equal for every
+        token v when the embeddings have equal norms, so its softmax is the exact posterior
+        p(v | x_t) under a uniform token prior. x_t enters the network unscaled, as the SDE made it."""
+        lam = log_snr.float()
+        c = torch.exp(F.softplus(lam) - 0.5 * F.softplus(-lam))  # log α - log σ² = -½ softplus(-λ) + softplus(λ)
+        c = c.view(x_t.shape[0], 1, 1) if lam.ndim == 1 else c[..., None]
+        return c * (x_t.float() @ self.embedding.table().float().T)
 
 
 class MaskedNetwork(nn.Module):
@@ -272,13 +300,13 @@ class MaskedNetwork(nn.Module):
     """
 
     def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
-                 num_attributes: int = 0):
+                 num_attributes: int = 0, loops: int = 1):
         super().__init__()
         self.vocab_size, self.mask_id = vocab_size, vocab_size
         self.embedding = nn.Embedding(vocab_size + 1, width)
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0, loops=loops)
 
     def forward(self, z: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embedding(z)
@@ -310,15 +338,16 @@ class NoisyAttributeClassifier(nn.Module):
 class CausalLM(nn.Module):
     """The autoregressive baseline: the same backbone with a causal mask, tied embeddings."""
 
-    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
+                 loops: int = 1):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False, loops=loops)
 
     def new_cache(self) -> KVCache:
         """An empty `KVCache` for `forward(ids, cache=...)`, sized for the longest sequence."""
-        return KVCache(len(self.backbone.blocks), self.backbone.position.shape[0])
+        return KVCache(len(self.backbone.blocks) * self.backbone.loops, self.backbone.position.shape[0])
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits [B, L, V]; with a `cache`, ids are the next L tokens after those already in it."""

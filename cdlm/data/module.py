@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
 import threading
+from collections import Counter
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +16,7 @@ from urllib.parse import urlsplit
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from cdlm.data import corpus
@@ -21,6 +24,47 @@ from cdlm.control.attributes import AttributeVocab, parse_mr
 from cdlm.data.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
 
 EMBEDDED = "embedded"
+EMBEDDED_SETTINGS = {"tokenizer": "word", "seq_len": 40}  # what the embedded corpus takes when not given
+# the choice from the data (`choose_tokenizer`, `choose_seq_len`) when tokenizer or seq_len is not given
+WORD_LEVEL_MAX_WORDS = 64  # word level only for texts this short (99% of them), as records and sentences are
+PACKED_SEQ_LEN = 128  # windows of running text (packing): nanoGPT's shakespeare_char block is 256
+MAX_AUTO_SEQ_LEN = 512  # longer texts are cut rather than the model made this wide
+_WORDS = re.compile(r"\w+|[^\w\s]+")  # what the word tokenizer's Whitespace pre-tokenizer splits into
+
+
+def _quantile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def choose_tokenizer(texts: list[str], vocab_size: int) -> tuple[str, str]:
+    """(tokenizer kind, why) for `texts`: "word" for short-line corpora whose words fit the vocabulary
+    (99% of texts within `WORD_LEVEL_MAX_WORDS` words, at most `vocab_size` distinct words), else
+    "bpe" (prose, running text, or too many distinct words for one id each)."""
+    counts: Counter = Counter()
+    lengths = []
+    for text in texts:
+        words = _WORDS.findall(text)
+        lengths.append(len(words))
+        counts.update(words)
+    p99, distinct = _quantile(lengths, 0.99), len(counts)
+    if p99 > WORD_LEVEL_MAX_WORDS:
+        return "bpe", f"prose: 99% of texts within {p99:,} words, more than the {WORD_LEVEL_MAX_WORDS} word level takes"
+    if distinct > vocab_size:
+        return "bpe", f"{distinct:,} distinct words, more than vocab_size={vocab_size:,}"
+    return "word", f"short lines: 99% of texts within {p99:,} words, {distinct:,} distinct words"
+
+
+def choose_seq_len(lengths: list[int]) -> tuple[int, str]:
+    """(seq_len, why) for texts of `lengths` tokens, one per example: the smallest multiple of 8 that
+    holds 99% of them and the pad that ends them, at most `MAX_AUTO_SEQ_LEN`."""
+    p99, longest = _quantile(lengths, 0.99), max(lengths)
+    seq_len = min(max(8, math.ceil((p99 + 1) / 8) * 8), MAX_AUTO_SEQ_LEN)
+    over = sum(n > seq_len for n in lengths)
+    why = f"99% of texts within {p99:,} tokens"
+    if over:
+        why += f"; {over:,} longer ones (up to {longest:,}) are cut"
+    return seq_len, why
 _FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
 
@@ -210,9 +254,14 @@ class TextDataModule(L.LightningDataModule):
             for attribute-conditioned training (`cdlm.control.attributes`); for the embedded corpus any
             name (e.g. "mr") gives the generator's records. Batches then carry a third tensor,
             the multi-hot attributes.
-        tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path.
+        tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path;
+            None chooses from the data (`choose_tokenizer`: word level for short-line corpora,
+            BPE for prose; the embedded corpus takes word level).
         vocab_size: BPE vocabulary size.
-        seq_len: tokens per example.
+        seq_len: tokens per example; None chooses from the data: with packing 128, otherwise the
+            smallest multiple of 8 that holds 99% of the training texts (`choose_seq_len`; the
+            embedded corpus takes 40). A chosen seq_len turns `truncate` on: the longest 1% are
+            cut, with the warning below. What was chosen is printed in one line.
         packing: False: one sentence (line) per example, padded with [PAD], so the model learns
             lengths; True: running text cut into fixed windows.
         truncate: without packing, cut texts longer than `seq_len` (with a warning giving the
@@ -228,9 +277,9 @@ class TextDataModule(L.LightningDataModule):
         dataset_config: str | None = None,
         text_column: str = "text",
         condition_column: str | None = None,
-        tokenizer: str = "word",
+        tokenizer: str | None = None,
         vocab_size: int = 8000,
-        seq_len: int = 40,
+        seq_len: int | None = None,
         packing: bool = False,
         truncate: bool = False,
         batch_size: int = 64,
@@ -240,13 +289,13 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
-        if seq_len < 2:
+        if seq_len is not None and seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {seq_len}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        if tokenizer not in KINDS and not Path(tokenizer).is_file():
+        if tokenizer is not None and tokenizer not in KINDS and not Path(tokenizer).is_file():
             raise ValueError(f"tokenizer {tokenizer!r} is neither one of {', '.join(KINDS)} nor a tokenizer.json file")
         self.save_hyperparameters()
         if condition_column is not None and packing:
@@ -256,6 +305,8 @@ class TextDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._attribute_vocab: AttributeVocab | None = None
         self.train_set = self.val_set = None
+        if self.is_embedded:
+            self.resolve()  # the corpus's own settings: nothing to read
 
     @property
     def is_embedded(self) -> bool:
@@ -298,8 +349,59 @@ class TextDataModule(L.LightningDataModule):
             self._texts = (train, val)
         return self._texts
 
+    def _settle(self, key: str, value) -> None:
+        """Record a value chosen for a hyperparameter given as None, where checkpoints, the logger
+        and the model's link read it (Lightning compares the model's and the data's initial
+        hyperparameters, so both copies)."""
+        self.hparams[key] = value
+        if isinstance(getattr(self, "_hparams_initial", None), dict):
+            self._hparams_initial[key] = value
+
+    def resolve(self) -> None:
+        """Choose the tokenizer and seq_len from the data where they were not given (see the
+        class), and say in one line what was chosen. Runs once; every use of either calls it."""
+        h = self.hparams
+        if h.tokenizer is not None and h.seq_len is not None:
+            return
+        if self.is_embedded:
+            for key, value in EMBEDDED_SETTINGS.items():
+                if h[key] is None:
+                    self._settle(key, value)
+            return
+        chose = []
+        train = self.texts()[0]
+        if h.tokenizer is None and self._tokenizer is None:  # (a tokenizer given by set_tokenizer is kept)
+            kind, why = choose_tokenizer(train, h.vocab_size)
+            self._settle("tokenizer", kind)
+            chose.append(f"tokenizer={kind}" + (f" (vocab_size={h.vocab_size:,})" if kind == "bpe" else "") + f" [{why}]")
+        if h.seq_len is None:
+            if h.packing:
+                seq_len, why = PACKED_SEQ_LEN, "windows of running text"
+            else:
+                tok = self._build_tokenizer()
+                lengths = [len(e.ids) for e in tok.encode_batch(train, add_special_tokens=False)]
+                seq_len, why = choose_seq_len(lengths)
+                if max(lengths) > seq_len:
+                    self._settle("truncate", True)
+            self._settle("seq_len", seq_len)
+            chose.append(f"seq_len={seq_len} [{why}]")
+        what = (f"running text of {sum(map(len, train)):,} characters" if h.packing
+                else f"{len(train):,} training texts")
+        self._say(f"cdlm: data {Path(h.dataset).name}: {what}; chose " + ", ".join(chose)
+                  + "; set --data.tokenizer / --data.seq_len to override")
+
+    @staticmethod
+    @rank_zero_only
+    def _say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     @property
-    def tokenizer(self):
+    def seq_len(self) -> int:
+        """Tokens per example (chosen from the data when not given)."""
+        self.resolve()
+        return self.hparams.seq_len
+
+    def _build_tokenizer(self):
         if self._tokenizer is None:
             h = self.hparams
             if h.tokenizer in KINDS:
@@ -307,6 +409,12 @@ class TextDataModule(L.LightningDataModule):
             else:
                 self._tokenizer = load_tokenizer(h.tokenizer)
         return self._tokenizer
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self.resolve()
+        return self._build_tokenizer()
 
     def conditions(self) -> tuple[list[str], list[str]] | None:
         """(train, validation) meaning representations, or None without `condition_column`."""
@@ -385,6 +493,7 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        self.resolve()
         train, val = self.texts()
         if self.hparams.packing:
             self.train_set, self.val_set = self._encode_stream(train, True), self._encode_stream(val, False)

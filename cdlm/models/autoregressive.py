@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.sampling.base import Generation
-from cdlm.models.base import LanguageModel
+from cdlm.models.base import LanguageModel, check_optimizer
 from cdlm.networks import CausalLM, check_hparams
 from cdlm.data.tokenizer import encode
 
@@ -23,7 +23,10 @@ class AutoregressiveLM(LanguageModel):
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
         width, depth, heads, dropout: the transformer (same backbone as DiffusionLM's).
+        loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
+        optimizer: "adamw", or "muon" (Muon for the blocks' weight matrices, AdamW for the rest;
+            `cdlm.models.base.LanguageModel.make_optimizer`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI). The baseline is not
@@ -42,10 +45,12 @@ class AutoregressiveLM(LanguageModel):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        loops: int = 1,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.05,
+        optimizer: str = "adamw",
         sample_temperature: float = 1.0,
         val_samples: int = 64,
         attributes: list[str] | None = None,
@@ -53,8 +58,9 @@ class AutoregressiveLM(LanguageModel):
     ):
         super().__init__(tokenizer_json, attributes)
         check_hparams(seq_len=seq_len, lr=lr)  # the network checks its own sizes
+        check_optimizer(optimizer)
         self.save_hyperparameters()
-        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout)
+        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout, loops)
 
     def shifted(self, ids: torch.Tensor) -> torch.Tensor:
         start = torch.full_like(ids[:, :1], self.pad_id)

@@ -1,12 +1,14 @@
 """LanguageModel: what the diffusion and autoregressive models share — the tokenizer carried in
-their hyperparameters, AdamW with warm-up and cosine decay over the run, decoding, and text
-samples (with validity on the embedded corpus) logged at every validation."""
+their hyperparameters, AdamW (or Muon for the block matrices) with warm-up and cosine decay over
+the run, decoding, and text samples (with validity on the embedded corpus) logged at every
+validation."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -28,6 +30,80 @@ def training_progress(trainer) -> float:
             elapsed = callback.time_elapsed("train")
             fractions.append(elapsed / max(elapsed + callback.time_remaining("train"), 1e-9))
     return min(1.0, max(fractions)) if fractions else 0.0
+
+
+OPTIMIZERS = ("adamw", "muon")  # the `optimizer` hyperparameter of every language model
+
+
+def check_optimizer(name: str) -> None:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def muon_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """What `optimizer="muon"` gives Muon: the 2-D weight matrices inside the transformer blocks
+    (attention, MLP, adaLN modulation). Embeddings, positions, heads, the input and time layers,
+    norms and biases stay with AdamW: Muon orthogonalises hidden-to-hidden updates only."""
+    return [p for n, p in net.named_parameters() if n.startswith("backbone.blocks.") and p.ndim == 2]
+
+
+class _States(Mapping):
+    """The per-parameter states of several optimizers, read as one (a ChainMap would add empty
+    entries to the first one's defaultdict on every lookup of the others' parameters)."""
+
+    def __init__(self, *states: dict):
+        self.states = states
+
+    def __getitem__(self, param):
+        for state in self.states:
+            if param in state:
+                return state[param]
+        raise KeyError(param)
+
+    def __iter__(self):
+        return (param for state in self.states for param in state)
+
+    def __len__(self) -> int:
+        return sum(len(state) for state in self.states)
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """torch.optim.Muon on some parameter groups and AdamW on the others, as the one optimizer
+    Lightning's automatic optimisation takes. `param_groups` are the two optimizers' own group
+    dicts, so a learning-rate schedule over them drives both; Muon's lr is matched to AdamW's
+    update RMS (adjust_lr_fn="match_rms_adamw": 0.2·√max(A, B)·lr), so one lr serves both."""
+
+    def __init__(self, muon_groups: list[dict], adamw_groups: list[dict], lr: float, weight_decay: float,
+                 betas: tuple[float, float]):
+        self.muon = torch.optim.Muon(muon_groups, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        super().__init__(self.muon.param_groups + self.adamw.param_groups, {})
+        self._link()
+
+    def _link(self) -> None:
+        # the inner optimizers own groups and state (loading a state dict replaces them): share them
+        self.param_groups[:] = self.muon.param_groups + self.adamw.param_groups
+        self.state = _States(self.muon.state, self.adamw.state)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != {"muon", "adamw"}:
+            raise ValueError("not a Muon+AdamW optimizer state (the checkpoint was trained with another optimizer)")
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
+        self._link()
 
 
 class StepModule(L.LightningModule):
@@ -75,6 +151,10 @@ class StepModule(L.LightningModule):
         except ValueError as err:
             diff = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
             raise ValueError(f"cannot resume: {err}" + (f"; changed: {diff}" if diff else "")) from None
+        before, now = saved.get("optimizer", "adamw"), mine.get("optimizer", "adamw")
+        if "optimizer" in mine and before != now:  # the optimizer state is the checkpoint's optimizer's
+            raise ValueError(f"cannot resume: the run was trained with optimizer {before!r}, whose state "
+                             f"{now!r} cannot take; start a new run or keep --model.optimizer={before}")
         self._resume_changes = changed
 
     def on_train_start(self) -> None:
@@ -148,7 +228,7 @@ class LanguageModel(StepModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = torch.optim.AdamW(self.param_groups(), lr=h.lr, weight_decay=h.weight_decay, betas=(0.9, 0.99))
+        opt = self.make_optimizer(h.get("optimizer", "adamw"))
 
         def factor(step: int) -> float:
             if step < h.warmup_steps:
@@ -158,6 +238,22 @@ class LanguageModel(StepModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def make_optimizer(self, name: str) -> torch.optim.Optimizer:
+        """AdamW over `param_groups()`, or ("muon") the same groups split: `muon_parameters` to
+        Muon, the rest to AdamW, each keeping its group's settings (e.g. the embedding lr)."""
+        h, betas = self.hparams, (0.9, 0.99)
+        if name == "adamw":
+            return torch.optim.AdamW(self.param_groups(), lr=h.lr, weight_decay=h.weight_decay, betas=betas)
+        check_optimizer(name)
+        matrices = {id(p) for p in muon_parameters(self.net)}
+        muon, adamw = [], []
+        for group in self.param_groups():
+            for mine, chosen in ((muon, True), (adamw, False)):
+                params = [p for p in group["params"] if (id(p) in matrices) == chosen]
+                if params:
+                    mine.append({**group, "params": params})
+        return MuonAdamW(muon, adamw, lr=h.lr, weight_decay=h.weight_decay, betas=betas)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [decode(self.tokenizer, row.tolist()) for row in ids]

@@ -2,9 +2,9 @@
 for plug-and-play classifier guidance (Diffusion-LM): at sampling its gradient joins the score
 of a diffusion model that was never trained with attributes.
 
-    cdlm fit --model cdlm.AttributeClassifier --model.diffusion_ckpt runs/quickstart/last.ckpt \\
+    cdlm fit --model cdlm.AttributeClassifier --model.diffusion_ckpt runs/quickstart/checkpoints/last.ckpt \\
         --data.condition_column mr --trainer.max_steps 1000
-    cdlm sample --ckpt_path runs/quickstart/last.ckpt --classifier_ckpt CLASSIFIER --attribute food=french
+    cdlm sample --ckpt_path runs/quickstart/checkpoints/last.ckpt --classifier_ckpt CLASSIFIER --attribute food=french
 """
 
 from __future__ import annotations
@@ -76,11 +76,13 @@ class AttributeClassifier(StepModule):
                 raise ValueError(f"seq_len={seq_len} but {diffusion_ckpt!r} was trained with seq_len={h['seq_len']}")
             table = self._embedding_table(ckpt)
             diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": h["schedule"],
-                         "log_snr_min": h["log_snr_min"], "log_snr_max": h["log_snr_max"]}
+                         "log_snr_min": h["log_snr_min"], "log_snr_max": h["log_snr_max"],
+                         "noise_scale": h.get("noise_scale", 1.0)}
         self.save_hyperparameters()
         self.hparams.diffusion = diffusion
         self.attribute_vocab = AttributeVocab(attributes)
-        self.sde = make_sde(diffusion["schedule"], diffusion["log_snr_min"], diffusion["log_snr_max"])
+        self.sde = make_sde(diffusion["schedule"], diffusion["log_snr_min"], diffusion["log_snr_max"],
+                            diffusion.get("noise_scale", 1.0))
         shape = (diffusion["num_embeddings"], diffusion["embed_dim"])
         self.register_buffer("embedding", table if table is not None else torch.zeros(shape))
         self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attributes), width, depth, heads, seq_len)

@@ -3,6 +3,7 @@ keeps EMA weights, and generates text from checkpoints with nothing else on disk
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -11,25 +12,55 @@ import solvers
 from cdlm.control.constraints import build_constraints
 from cdlm.sampling.continuous import generate_ids
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
-from cdlm.models.base import DiffusionBase
+from cdlm.models.base import DiffusionBase, check_optimizer
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.models.time_warp import LossWarp
 
 SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
-TIME_SAMPLINGS = ("stratified", "uniform", "warped")
+TIME_SAMPLINGS = ("stratified", "uniform", "warped", "logit_normal")
 
 
-def make_sde(schedule: str, log_snr_min: float, log_snr_max: float):
-    """The training SDE. `log_linear` spends time uniformly over the informative log-SNR window."""
+class NoiseScaledVPSDE(solvers.VPFamilySDE):
+    """A VP schedule made `noise_scale` k times noisier at every t: log-SNR λ(t) − 2 log k.
+
+    ELF's x_t = α x0 + k σ ε has SNR α²/(k²σ²); divided by √(α² + k²σ²) it is exactly this VP
+    SDE's x_t. The division, a known function of t, is the only difference: it keeps x_t at unit
+    variance, and as the result is another VP SDE the bound, the likelihoods, the output prior
+    and every sampler hold unchanged. The default grids stay the base schedule's (same `name`).
+    """
+
+    def __init__(self, base: solvers.VPFamilySDE, noise_scale: float):
+        if not (math.isfinite(noise_scale) and noise_scale > 0):
+            raise ValueError(f"noise_scale must be a finite number > 0, got {noise_scale}")
+        self.base, self.shift = base, 2.0 * math.log(noise_scale)
+        self.name, self.t_min_default = base.name, base.t_min_default
+        self._kwargs = {**base._kwargs, "noise_scale": noise_scale}
+
+    def _lam(self, t):
+        return self.base._lam(t) - self.shift
+
+    def _dlam(self, t):
+        return self.base._dlam(t)
+
+    def t_from_log_snr(self, lam):
+        return self.base.t_from_log_snr(torch.as_tensor(lam, dtype=torch.float64) + self.shift)
+
+
+def make_sde(schedule: str, log_snr_min: float, log_snr_max: float, noise_scale: float = 1.0):
+    """The training SDE. `log_linear` spends time uniformly over the informative log-SNR window;
+    `noise_scale` k ≠ 1 lowers every log-SNR by 2 log k (`NoiseScaledVPSDE`)."""
     if schedule == "log_linear":
-        return solvers.LogLinearVPSDE(log_snr_min=log_snr_min, log_snr_max=log_snr_max)
-    if schedule == "linear":
-        return solvers.VPSDE()
-    if schedule == "cosine":
-        return solvers.VPCosineSDE()
-    if schedule == "sqrt":
-        return solvers.VPSqrtSDE()
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        sde = solvers.LogLinearVPSDE(log_snr_min=log_snr_min, log_snr_max=log_snr_max)
+    elif schedule == "linear":
+        sde = solvers.VPSDE()
+    elif schedule == "cosine":
+        sde = solvers.VPCosineSDE()
+    elif schedule == "sqrt":
+        sde = solvers.VPSqrtSDE()
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    return sde if noise_scale == 1.0 else NoiseScaledVPSDE(sde, noise_scale)
+
 
 
 class DiffusionLM(DiffusionBase):
@@ -40,6 +71,7 @@ class DiffusionLM(DiffusionBase):
         seq_len: sequence length (must equal the data module's).
         embed_dim: token embedding dimension d.
         width, depth, heads, dropout: the transformer score network.
+        loops: run the network's blocks this many times with tied weights (`cdlm.networks.Backbone`).
         normalize_embeddings: keep every embedding at norm sqrt(d).
         learn_embeddings: train the embeddings jointly (False keeps the random initial ones).
         interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
@@ -54,8 +86,31 @@ class DiffusionLM(DiffusionBase):
         schedule: noise schedule, "log_linear" (log-SNR linear in t between
             log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
             (Diffusion-LM).
-        time_sampling: "stratified" (one t per batch stratum), "uniform", or "warped"
-            (stratified, then warped by the running loss curve as in CDCD; `cdlm.models.time_warp`).
+        time_sampling: "stratified" (one t per batch stratum), "uniform", "warped"
+            (stratified, then warped by the running loss curve as in CDCD; `cdlm.models.time_warp`),
+            or "logit_normal" (ELF: t = sigmoid(time_mean + time_std·z), z ~ N(0, 1), drawn
+            stratified through the normal quantile). "warped" is already LangFlow's
+            information-uniform proposal: times follow the slope of the loss curve, so equal
+            shares of training times cover equal drops in cross-entropy (but for the 20% kept
+            uniform; see `LossWarp`), whatever the parameterisation (t or log-SNR) it is fit in.
+        time_mean, time_std: the logit-normal's location and scale (time_sampling="logit_normal").
+        noise_scale: ELF's noise scale k: every noise level k times noisier, as the log-SNR
+            lowered by 2 log k (exactly ELF's x_t up to a rescaling that keeps it VP; see
+            `NoiseScaledVPSDE`), so the bound and the samplers use the same SDE. 1 is off.
+        output_prior: weight w of the closed-form skip logits c·x_t·Eᵀ, c = α/σ² (Plaid,
+            LangFlow), added to the network's logits: with equal-norm embeddings their softmax
+            is the exact posterior p(token | x_t), so the network only learns what context adds.
+            0 is off; sampling and the bound use the full weight.
+        output_prior_ramp_steps: training steps over which the weight rises linearly from 0 to
+            `output_prior` (0: full from the start), so the network is not swamped early on.
+        hybrid_corruption: probability that a training sequence is corrupted CANDI-style: a
+            uniform-random fraction of its tokens kept clean, the others noised each at its own
+            time from the proposal. It decouples how many tokens are known from how noisy the
+            rest are (one t per sequence ties them); models so trained see known tokens clean.
+            Such sequences have no one time, so the loss warp learns from the others only.
+        optimizer: "adamw", or "muon": torch.optim.Muon (lr matched to AdamW's RMS) for the 2-D
+            weight matrices of the transformer blocks, AdamW for embeddings, heads, norms,
+            biases and the time/input layers (`cdlm.models.base.LanguageModel.make_optimizer`).
         lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
             and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
@@ -85,6 +140,7 @@ class DiffusionLM(DiffusionBase):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        loops: int = 1,
         normalize_embeddings: bool = True,
         learn_embeddings: bool = True,
         interpolate: bool = True,
@@ -96,6 +152,13 @@ class DiffusionLM(DiffusionBase):
         log_snr_min: float = -6.0,
         log_snr_max: float = 2.0,
         time_sampling: str = "stratified",
+        time_mean: float = 0.0,
+        time_std: float = 1.0,
+        noise_scale: float = 1.0,
+        output_prior: float = 0.0,
+        output_prior_ramp_steps: int = 0,
+        hybrid_corruption: float = 0.0,
+        optimizer: str = "adamw",
         lr: float = 2e-3,
         embedding_lr: float | None = None,
         weight_decay: float = 0.0,
@@ -114,16 +177,25 @@ class DiffusionLM(DiffusionBase):
         super().__init__(tokenizer_json, attributes)
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
+        check_optimizer(optimizer)
+        for name, value, ok, must_be in (
+            ("time_mean", time_mean, math.isfinite(time_mean), "a finite number"),
+            ("time_std", time_std, math.isfinite(time_std) and time_std > 0, "a finite number > 0"),
+            ("output_prior", output_prior, math.isfinite(output_prior) and output_prior >= 0, "a finite number >= 0"),
+            ("output_prior_ramp_steps", output_prior_ramp_steps, output_prior_ramp_steps >= 0, "an integer >= 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {must_be}, got {value}")
         self.sampler = SamplerConfig.of(sampler)
         check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
         for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
                         ("attribute_dropout", attribute_dropout), ("clean_context", clean_context),
-                        ("clean_padding", clean_padding)):
+                        ("clean_padding", clean_padding), ("hybrid_corruption", hybrid_corruption)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         self.save_hyperparameters()
         self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
-        self.sde = make_sde(schedule, log_snr_min, log_snr_max)
+        self.sde = make_sde(schedule, log_snr_min, log_snr_max, noise_scale)
         self.net = ScoreNetwork(
             vocab_size=self.tokenizer.get_vocab_size(),
             embed_dim=embed_dim,
@@ -136,6 +208,8 @@ class DiffusionLM(DiffusionBase):
             interpolate=interpolate,
             self_condition=self_condition > 0,
             num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
+            loops=loops,
+            output_prior=output_prior,
         )
         self.net.embedding.weight.requires_grad_(learn_embeddings)
         self.init_ema()
@@ -152,21 +226,53 @@ class DiffusionLM(DiffusionBase):
 
     # ---------------------------------------------------------------- training
     def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
-        """Training times [B]; `warped=False` skips the loss warp (validation compares variants
-        at the same times)."""
+        """Training times [B]; `warped=False` skips the proposal (loss warp, logit-normal):
+        validation compares variants at the same times."""
         if self.hparams.time_sampling == "uniform":
             return torch.rand(batch, device=self.device, dtype=torch.float64)
         # one draw per stratum: same marginal, lower-variance batch loss
         u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
         u = u[torch.randperm(batch, device=self.device)]
-        return u if self.time_warp is None or not warped else self.time_warp.warp(u)
+        return self.propose(u) if warped else u
+
+    def propose(self, u: torch.Tensor) -> torch.Tensor:
+        """Uniform u in [0, 1) (any shape) → training times from the time proposal."""
+        h = self.hparams
+        if self.time_warp is not None:
+            return self.time_warp.warp(u)
+        if h.time_sampling == "logit_normal":
+            z = torch.special.ndtri(u.double().clamp(1e-12, 1 - 1e-12))  # the normal quantile keeps strata
+            return torch.sigmoid(h.time_mean + h.time_std * z).to(u.dtype)
+        return u
+
+    def prior_weight(self, step: int | None = None) -> float:
+        """The output prior's training weight at `step` (default: the current one): `output_prior`
+        ramped linearly from 0 over `output_prior_ramp_steps`."""
+        h = self.hparams
+        step = self.global_step if step is None else step
+        return h.output_prior * (min(1.0, step / h.output_prior_ramp_steps) if h.output_prior_ramp_steps else 1.0)
+
+    def hybrid_corrupt(self, ids: torch.Tensor, t: torch.Tensor, known: torch.Tensor | None):
+        """CANDI-style corruption: per-token times [B, L] and clean positions [B, L], where each
+        sequence with probability `hybrid_corruption` keeps a uniform-random fraction of its tokens
+        clean and noises the others each at its own time from the proposal; the other sequences
+        keep their t [B] and `known`. Also returns which sequences [B] were so corrupted."""
+        B, L = ids.shape
+        rows = torch.rand(B, device=ids.device) < self.hparams.hybrid_corruption
+        own = self.propose(torch.rand(B, L, device=ids.device, dtype=torch.float64))
+        times = torch.where(rows[:, None], own, t[:, None])
+        clean = rows[:, None] & (torch.rand(B, L, device=ids.device) < torch.rand(B, 1, device=ids.device))
+        return times, clean if known is None else known | clean, rows
 
     def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
-                       known: torch.Tensor | None = None, attributes: torch.Tensor | None = None):
-        """Cross-entropy of the tokens (and x0 regression) from x_t at times t [B], per sequence.
+                       known: torch.Tensor | None = None, attributes: torch.Tensor | None = None,
+                       prior_weight: float | None = None):
+        """Cross-entropy of the tokens (and x0 regression) from x_t at times t [B] (or per token,
+        [B, L]), per sequence.
 
         `known` [B, L] marks positions given clean (at CLEAN_LOG_SNR); they carry no loss.
-        `attributes` [B, A] are the multi-hot conditions (None: unconditional).
+        `attributes` [B, A] are the multi-hot conditions (None: unconditional). `prior_weight`
+        overrides the network's output-prior weight (the training ramp; None: the full weight).
         """
         x0 = net.embedding(ids)
         x_t = self.sde.perturb(x0, t)
@@ -174,13 +280,15 @@ class DiffusionLM(DiffusionBase):
         weight = torch.ones_like(ids, dtype=x_t.dtype)
         if known is not None:
             x_t = torch.where(known[..., None], x0, x_t)
-            log_snr = torch.where(known, torch.full_like(weight, CLEAN_LOG_SNR), log_snr[:, None])
+            log_snr = torch.where(known, torch.full_like(weight, CLEAN_LOG_SNR), log_snr if log_snr.ndim == 2 else log_snr[:, None])
             weight = (~known).to(x_t.dtype)
+        if prior_weight is not None:
+            prior_weight = torch.tensor(prior_weight, device=x_t.device)  # a tensor: no recompilation as it ramps
         x0_prev = None
         if self_condition:
             with torch.no_grad():
-                x0_prev = net(x_t, log_snr, attributes=attributes)[1].detach()
-        logits, x0_hat = net(x_t, log_snr, x0_prev, attributes=attributes)
+                x0_prev = net(x_t, log_snr, attributes=attributes, prior_weight=prior_weight)[1].detach()
+        logits, x0_hat = net(x_t, log_snr, x0_prev, attributes=attributes, prior_weight=prior_weight)
         norm = weight.sum(1).clamp(min=1)
         ce = (F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * weight).sum(1) / norm  # [B]
         mse = (((x0_hat - x0) ** 2).mean(-1) * weight).sum(1) / norm
@@ -270,10 +378,15 @@ class DiffusionLM(DiffusionBase):
             attributes = self.drop_attributes(attributes)
         t = self.sample_times(ids.shape[0], warped=stage == "train")
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
-        known = self.sample_known(ids) if stage == "train" else None
-        ce, mse = self.diffusion_loss(self.net, ids, t, use_sc, known, attributes)
-        if self.time_warp is not None and stage == "train" and known is None:
-            self.time_warp.update(t, ce.detach())
+        context = known = self.sample_known(ids) if stage == "train" else None
+        times, hybrid = t, None
+        if stage == "train" and self.hparams.hybrid_corruption > 0:
+            times, known, hybrid = self.hybrid_corrupt(ids, t, known)
+        prior_weight = self.prior_weight() if self.hparams.output_prior_ramp_steps else None
+        ce, mse = self.diffusion_loss(self.net, ids, times, use_sc, known, attributes, prior_weight)
+        if self.time_warp is not None and stage == "train" and context is None:
+            plain = slice(None) if hybrid is None else ~hybrid  # the sequences at one time each
+            self.time_warp.update(t[plain], ce.detach()[plain])
         loss = ce.mean() + self.hparams.mse_weight * mse.mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
@@ -289,7 +402,7 @@ class DiffusionLM(DiffusionBase):
     def sampler_report(self, **settings) -> dict:
         """The settings `eval` reports beside its metrics."""
         s = self.sampler.replace(**settings)
-        return {"method": s.method, "steps": s.steps, "restarts": s.restarts}
+        return {"method": s.method, "steps": s.steps, "restarts": s.restarts, "self_condition_scale": s.self_condition_scale}
 
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True, anchors=None,
                    prefix: str | None = None, suffix: str | None = None, template: str | None = None,
@@ -341,7 +454,7 @@ class DiffusionLM(DiffusionBase):
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
             options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
-        options["clean_known"] = h.clean_context > 0 if clean_known is None else clean_known
+        options["clean_known"] = (h.clean_context > 0 or h.hybrid_corruption > 0) if clean_known is None else clean_known
         options["clean_pad"] = h.clean_padding > 0 if clean_pad is None else clean_pad
         generator = None
         if seed is not None:

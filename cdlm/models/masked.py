@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.control.constraints import build_constraints
-from cdlm.models.base import DiffusionBase
+from cdlm.models.base import DiffusionBase, check_optimizer
 from cdlm.networks import MaskedNetwork, check_hparams
 from cdlm.sampling.masked import SCHEDULES, alpha, generate_masked, nelbo_weight
 from cdlm.sampling.settings import MaskedSamplerConfig
@@ -34,6 +34,7 @@ class MaskedDiffusionLM(DiffusionBase):
         seq_len: sequence length (must equal the data module's).
         width, depth, heads, dropout: the bidirectional transformer (`MaskedNetwork`, the
             backbone DiffusionLM and AutoregressiveLM share); no time input.
+        loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
         schedule: α_t, the probability a token is unmasked at time t: "log_linear" (1 - t) or
             "cosine" (cos(πt/2)). It shapes the mdlm objective's time distribution and the
             ancestral sampler's steps; the NELBO itself does not depend on it.
@@ -43,6 +44,8 @@ class MaskedDiffusionLM(DiffusionBase):
             Both estimate the same NELBO per token, and coincide for log_linear but for the
             stratification.
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
+        optimizer: "adamw", or "muon" (Muon for the blocks' weight matrices, AdamW for the rest;
+            `cdlm.models.base.LanguageModel.make_optimizer`), as DiffusionLM's.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sampler: the default sampler settings (`cdlm.sampling.settings.MaskedSamplerConfig`:
             method, steps, temperature, block_length, threshold) of `generate`, validation
@@ -70,12 +73,14 @@ class MaskedDiffusionLM(DiffusionBase):
         depth: int = 4,
         heads: int = 4,
         dropout: float = 0.0,
+        loops: int = 1,
         schedule: str = "log_linear",
         objective: str = "mdlm",
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.05,
+        optimizer: str = "adamw",
         ema_decay: float = 0.999,
         sampler: MaskedSamplerConfig | None = None,
         val_samples: int = 64,
@@ -97,11 +102,12 @@ class MaskedDiffusionLM(DiffusionBase):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
         check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
+        check_optimizer(optimizer)
         self.sampler = MaskedSamplerConfig.of(sampler)
         self.save_hyperparameters()
         self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
         self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout,
-                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0)
+                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0, loops=loops)
         self.mask_id = self.net.mask_id
         self.init_ema()
 

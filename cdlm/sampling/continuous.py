@@ -33,6 +33,12 @@ class Denoiser:
     than 1 also runs it unconditioned (one doubled batch) and guides the token log-probabilities,
     log p_u + s (log p_c - log p_u) (classifier-free guidance).
 
+    A `self_condition_scale` s other than 1 guides by the self-conditioning input instead (ELF's
+    self-conditioning CFG): logits l_0 + s (l_sc - l_0), from the network without its previous
+    x0 estimate (zeros, as in training without self-conditioning) and with it; x0 follows from
+    the guided logits. It needs a second network call per step, and none at the first step,
+    where there is no estimate yet.
+
     With a `classifier` (`cdlm.models.classifier.AttributeClassifier`) and its `classifier_targets`
     [B, A], the gradient of log p(targets | x_t) joins the score with weight `classifier_scale`:
     as score = (α x0 - x_t) / σ², x0 moves by scale · σ²/α · ∇ log p (classifier guidance).
@@ -43,8 +49,10 @@ class Denoiser:
                  logit_bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
                  attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
                  classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0,
-                 pad_banned: torch.Tensor | None = None, pad_id: int = 0, clean_pad: bool = False):
+                 pad_banned: torch.Tensor | None = None, pad_id: int = 0, clean_pad: bool = False,
+                 self_condition_scale: float = 1.0):
         self.net, self.sde, self.temperature = net, sde, temperature
+        self.self_condition_scale = self_condition_scale
         self.self_condition = self_condition and net.self_condition
         self.known_ids, self.clean_known, self.clean_pad, self.commit = known_ids, clean_known, clean_pad, commit
         self.logit_bias = logit_bias  # [L, V]: -inf bans a token at a position (length control)
@@ -87,7 +95,7 @@ class Denoiser:
                 x_in = torch.where(clean[..., None], e_known, x_in)
                 lam = torch.where(clean, torch.full(mask.shape, CLEAN_LOG_SNR, dtype=x_t.dtype, device=x_t.device),
                                   log_snr[:, None])
-        logits, x0 = self._network(x_in, lam, prev)
+        logits, x0 = self._self_guided(x_in, lam, prev)
         if self.logit_bias is not None or self.pad_banned is not None:
             if self.logit_bias is not None:
                 logits = logits + self.logit_bias
@@ -114,6 +122,18 @@ class Denoiser:
         alpha, sigma = self.sde.alpha(t), self.sde.sigma(t)
         factor = (sigma**2 / alpha).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
         return (self.classifier_scale * factor * grad).to(x_t.dtype)
+
+    def _self_guided(self, x_in, lam, prev):
+        s = self.self_condition_scale
+        if s == 1.0 or prev is None:
+            return self._network(x_in, lam, prev)
+        with_sc, without = self._network(x_in, lam, prev), self._network(x_in, lam, None)
+        logits = without[0] + s * (with_sc[0] - without[0])
+        if self.net.interpolate:
+            x0 = torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()
+        else:
+            x0 = without[1] + s * (with_sc[1] - without[1])
+        return logits, x0.to(x_in.dtype)
 
     def _network(self, x_in, lam, prev):
         a, s = self.attributes, self.guidance_scale
@@ -243,7 +263,7 @@ def generate_ids(
                             guidance_scale=guidance_scale, classifier=classifier,
                             classifier_targets=None if classifier_targets is None else classifier_targets[start : start + n],
                             classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
-                            clean_pad=clean_pad)
+                            clean_pad=clean_pad, self_condition_scale=sampler.self_condition_scale)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         calls, ids = 0, None
         for k in range(sampler.restarts + 1):

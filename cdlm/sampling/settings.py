@@ -83,6 +83,8 @@ class SamplerConfig(_Settings):
     restart_steps: int = _setting(10, "solver steps per restart pass")
     restart_keep: float = _setting(0.0, "fraction of the surest tokens kept known by the last restart (mask-predict)")
     commit: bool = _setting(False, "decide positions in order of confidence")
+    self_condition_scale: float = _setting(1.0, "self-conditioning guidance s: logits without + s (with - without) "
+                                                "the previous x0 (1: off; otherwise two network calls per step)")
 
     def __post_init__(self):
         for name, valid in (("method", solvers.available()), ("rounding", ROUNDINGS)):
@@ -112,6 +114,7 @@ _CHECKS = {
     "restart_steps": (lambda v: _count(v, 1), "a positive integer"),
     "restart_keep": (lambda v: _number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "commit": (lambda v: isinstance(v, bool), "true or false"),
+    "self_condition_scale": (_number, "a finite number"),
 }
 # the flat names DiffusionLM took before SamplerConfig, as checkpoints of that time hold them
 LEGACY_NAMES = {"sample_method": "method", "sample_steps": "steps", **{n: n for n in SamplerConfig.names()[2:]}}

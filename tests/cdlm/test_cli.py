@@ -119,7 +119,8 @@ def test_console_script_subprocess(tiny_ckpt):
     assert proc.stderr.strip().count("\n") == 0 and "got -1" in proc.stderr
 
 
-@pytest.mark.parametrize("config", ["quickstart", "quickstart_ar", "e2e", "e2e_ar", "shakespeare_char", "shakespeare_char_ar"])
+@pytest.mark.parametrize("config", ["quickstart", "quickstart_ar", "e2e", "e2e_ar", "shakespeare_char", "shakespeare_char_ar",
+                                    "prose", "prose_ar", "prose_masked"])
 def test_configs_parse(config, capsys):
     from pathlib import Path
 
@@ -162,6 +163,6 @@ def test_help_lists_every_command_without_loading_lightning():
     code = "import sys; from cdlm.cli import main; main(['--help']); print('lightning' in sys.modules, 'torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0
-    for command in ("fit", "validate", "test", "predict", "sample", "eval", "export"):
+    for command in ("fit", "validate", "test", "sample", "eval", "export", "lab"):
         assert f"\n  {command} " in proc.stdout
     assert proc.stdout.strip().endswith("False False")  # fast: neither torch nor Lightning is imported

@@ -1,4 +1,4 @@
-"""`--model.compile` (issue 16, item 3): the network runs under torch.compile and checkpoints
+"""`--model.compile`: the network runs under torch.compile and checkpoints
 stay interchangeable with uncompiled models (no `_orig_mod.` keys), both ways."""
 
 import pytest

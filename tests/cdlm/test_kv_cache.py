@@ -1,4 +1,4 @@
-"""The KV-cache decoding path of the autoregressive baseline (issue 16, item 1): the same
+"""The KV-cache decoding path of the autoregressive baseline: the same
 logits as a full causal pass, and the same samples as the recompute path for a fixed seed."""
 
 import pytest

@@ -1,0 +1,173 @@
+"""Quality against training compute: the three models (and any continuous recipe) at budgets that
+are multiples of the AR quickstart's training compute, one separate run per budget.
+
+1x is the AR quickstart config trained for `--base_steps` steps (4,500: what its 9 CPU minutes
+reach on two threads). A budget is converted to each model's steps by the FLOPs a trained token
+costs in that model (6·N + 12·depth·width·L, self-conditioning's extra forward pass included,
+as `bench_throughput.train_flops_per_token` counts them); all models see the same tokens per step.
+Every run has its own cosine schedule ending at its own budget, so a point means what a run of
+that length would. At each budget: validity at the data's lengths (the honest figure for the
+diffusion models) and at free length, the NLL bound in bits per token and per character, and
+gen_ppl under the largest AR run. Prints a Markdown table, writes results.json and scaling.png.
+
+Runs go `--parallel` at a time on one CPU thread each, equal steps per budget, so contention
+changes wall time only. A finished run found in --out is reused, so the command can be rerun
+with more budgets, and a recipe can be added later.
+
+    python benchmarks/bench_scaling.py --budgets 0.25,0.5,1,2,4
+    python benchmarks/bench_scaling.py --budgets 1 --recipe "prior:--model.output_prior=1.0" --seeds 0,1
+    python benchmarks/bench_scaling.py --budgets 4,8,16 --parallel 1 --threads 8   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from cdlm.lab.runs import CONFIGS, MODEL_CONFIGS, Run, budget_args, markdown_table, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import evaluate_checkpoint  # noqa: E402
+from bench_throughput import tokenizer_json, train_flops_per_token  # noqa: E402
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """`--model.K=V` / `--model.init_args.K=V` recipe arguments as model init args (others ignored)."""
+    out = {}
+    for arg in args:
+        key, _, value = arg.lstrip("-").partition("=")
+        for prefix in ("model.init_args.", "model."):
+            if key.startswith(prefix) and "." not in key[len(prefix):]:
+                out[key[len(prefix):]] = yaml.safe_load(value)
+    return out
+
+
+def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
+    """Training FLOPs per token of a quickstart config with recipe overrides, from its shape."""
+    from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
+
+    config = yaml.safe_load((CONFIGS / f"{MODEL_CONFIGS[model_kind]}.yaml").read_text())
+    init = {**config["model"].get("init_args", {}), **overrides, "tokenizer_json": tok, "val_samples": 0,
+            "seq_len": config["data"].get("seq_len", 40)}  # the embedded corpus picks 40
+    cls = {"continuous": DiffusionLM, "masked": MaskedDiffusionLM, "ar": AutoregressiveLM}[model_kind]
+    model = cls(**init)
+    kind = "continuous_sc" if model_kind == "continuous" and model.hparams.self_condition > 0 else model_kind
+    return train_flops_per_token(kind, model, init["seq_len"])
+
+
+def plan(a, tok: str) -> list[dict]:
+    """One job per (line, budget, seed): line is a model or a continuous recipe."""
+    lines = {m: (m, []) for m in a.models.split(",")}
+    for spec in a.recipe:
+        name, _, args = spec.partition(":")
+        lines[name] = ("continuous", args.split())
+    ar_fpt = flops_per_token("ar", {}, tok)
+    jobs = []
+    for line, (kind, args) in lines.items():
+        fpt = flops_per_token(kind, parse_overrides(args), tok)
+        for budget in a.budgets:
+            steps = max(1, round(budget * a.base_steps * ar_fpt / fpt))
+            for seed in a.seeds:
+                jobs.append(dict(line=line, kind=kind, budget=budget, seed=seed, steps=steps, args=args,
+                                 name=f"{line}_x{budget:g}_s{seed}", train_flops=fpt * steps * a.tokens_per_step))
+    return sorted(jobs, key=lambda j: -j["steps"])  # longest first: the pool drains evenly
+
+
+def finished(ckpt: Path, steps: int) -> bool:
+    if not ckpt.exists():
+        return False
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step") == steps
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("validity_data_lengths", "validity at the data's lengths"), ("validity", "validity at free length"),
+              ("nll_bits_per_token", "NLL bound, bits/token"), ("gen_ppl", "gen_ppl (AR reference)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (key, title) in zip(axes, panels):
+        for line in dict.fromkeys(r["line"] for r in rows):
+            pts = {}
+            for r in rows:
+                if r["line"] == line and r.get(key) is not None:
+                    pts.setdefault(r["budget"], []).append(r[key])
+            if pts:
+                xs = sorted(pts)
+                ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=line)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training compute (x AR quickstart)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[0.25, 0.5, 1, 2, 4],
+                   help="multiples of the AR quickstart's training compute, comma-separated")
+    p.add_argument("--models", default="continuous,masked,ar")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME:ARGS",
+                   help='a continuous-model line with extra fit arguments, e.g. "prior:--model.output_prior=1.0"')
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    p.add_argument("--base_steps", type=int, default=4500, help="AR steps that make 1x")
+    p.add_argument("--tokens_per_step", type=int, default=64 * 40, help="the quickstart's batch x seq_len")
+    p.add_argument("--parallel", type=int, default=2, help="training runs at once")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
+    p.add_argument("--num_samples", type=int, default=256)
+    p.add_argument("--out", default="runs/bench_scaling")
+    p.add_argument("--eval_only", action="store_true", help="evaluate what is finished in --out")
+    p.add_argument("--train_only", action="store_true", help="train, and leave evaluation to a later --eval_only")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan(a, tokenizer_json())
+    if not a.eval_only:
+        runs = [Run(j["name"], j["kind"], [*j["args"], *budget_args(j["steps"], None), f"--seed_everything={j['seed']}"])
+                for j in jobs if not finished(out / j["name"] / "last.ckpt", j["steps"])]
+        train(runs, out, [], a.parallel, a.threads)
+    if a.train_only:
+        return
+    jobs = [j for j in jobs if finished(out / j["name"] / "last.ckpt", j["steps"])]
+    ars = [j for j in jobs if j["kind"] == "ar"]
+    reference = out / max(ars, key=lambda j: j["steps"])["name"] / "last.ckpt" if ars else None
+    cache = out / "results.json"
+    done = {r["name"]: r for r in json.loads(cache.read_text())} if cache.exists() else {}
+    rows = []
+    for j in sorted(jobs, key=lambda j: (j["line"], j["budget"], j["seed"])):
+        key = {k: j[k] for k in ("name", "line", "budget", "seed", "steps")}
+        ckpt = out / j["name"] / "last.ckpt"
+        if j["name"] in done and done[j["name"]].get("reference") == str(reference):
+            rows.append(done[j["name"]])
+            continue
+        row = {**key, "reference": str(reference), "train_pflops": round(j["train_flops"] / 1e15, 4)}
+        row.update(evaluate_checkpoint(ckpt, reference, a.num_samples))
+        if j["kind"] != "ar":
+            row["validity_data_lengths"] = evaluate_checkpoint(ckpt, None, a.num_samples, 0, length="data").get("validity")
+        else:  # AR samples its own lengths: free length is the data's
+            row["validity_data_lengths"] = row.get("validity")
+        rows.append(row)
+        cache.write_text(json.dumps(rows, indent=1))
+    cache.write_text(json.dumps(rows, indent=1))
+    keys = ["steps", "train_pflops", "validity_data_lengths", "validity", "unique", "gen_ppl", "nll_bits_per_token",
+            "nll_bits_per_char", "nfe"]
+    table = {f"{r['line']} x{r['budget']:g} s{r['seed']}": r for r in rows}
+    print(f"budgets in multiples of the AR quickstart ({a.base_steps} AR steps); one CPU thread per run\n")
+    print(markdown_table(table, keys, label="run"))
+    if rows:
+        plot(rows, out / "scaling.png")
+        print(f"\nwrote {out / 'scaling.png'}")
+
+
+if __name__ == "__main__":
+    main()
