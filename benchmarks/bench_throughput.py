@@ -85,7 +85,7 @@ def matmul_params(kind: str, model) -> int:
     """N: the weights one token meets in matmuls (per-sequence conditioning layers excluded)."""
     h = model.hparams
     W, V = h.width, model.tokenizer.get_vocab_size()
-    n = h.depth * 12 * W * W + V * W  # blocks + output projection (tied or not)
+    n = h.depth * h.get("loops", 1) * 12 * W * W + V * W  # blocks (each pass of a looped stack) + output projection
     if kind.startswith("continuous"):
         d = h.embed_dim
         n += (2 * d if h.self_condition > 0 else d) * W + V * d  # input layer, x0 = softmax·E
@@ -94,7 +94,7 @@ def matmul_params(kind: str, model) -> int:
 
 def train_flops_per_token(kind: str, model, seq_len: int) -> float:
     h = model.hparams
-    n, attn = matmul_params(kind, model), h.depth * h.width * seq_len
+    n, attn = matmul_params(kind, model), h.depth * h.get("loops", 1) * h.width * seq_len
     flops = 6 * n + 12 * attn
     if kind == "continuous_sc":
         flops += h.self_condition * (2 * n + 4 * attn)

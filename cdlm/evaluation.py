@@ -62,15 +62,20 @@ def generative_perplexity(reference, texts: Sequence[str], count_end: bool = Tru
     return math.exp(float((nll * mask).sum() / mask.sum().clamp(min=1)))
 
 
-def rejection_sample(model, accept, num_samples: int, time_budget: float, seed: int = 0, batch_size: int = 64):
+def rejection_sample(model, accept, num_samples: int, time_budget: float, seed: int = 0, batch_size: int = 64,
+                     strict: bool = False):
     """What a left-to-right model can do with constraints beyond a prefix or with attributes:
     sample and keep the rows that `accept` (ids [N, L] → bools [N]), until `num_samples` are kept
-    or `time_budget` seconds have passed. Returns (kept ids [K, L], rows tried)."""
+    or `time_budget` seconds have passed. Returns (kept ids [K, L], rows tried). The batch under
+    way when the budget runs out is kept, unless `strict` (a deadline: what ends later is lost)."""
     import time
 
     start, kept, tried, k = time.perf_counter(), [], 0, 0
     while sum(len(x) for x in kept) < num_samples and time.perf_counter() - start < time_budget:
         ids = model.sample_ids(batch_size, seed=seed + k).ids.cpu()
+        if strict and time.perf_counter() - start > time_budget:
+            tried, k = tried + len(ids), k + 1
+            break
         kept.append(ids[accept(ids)])
         tried, k = tried + len(ids), k + 1
     ids = torch.cat(kept)[:num_samples] if kept else torch.empty(0, model.hparams.seq_len, dtype=torch.long)

@@ -51,6 +51,8 @@ def run(a) -> str:
     from cdlm.data import corpus
     from cdlm.evaluation import rejection_sample
 
+    if bad := [spec for spec in a.checkpoints if "=" not in spec]:
+        raise SystemExit(f"cdlm lab: error: --checkpoints {bad[0]!r} is not MODEL=CKPT")
     given = dict(spec.split("=", 1) for spec in a.checkpoints)
     if bad := [k for k in given if k not in a.models]:
         raise SystemExit(f"cdlm lab: error: --checkpoints names {', '.join(bad)}, not among --models")
@@ -73,7 +75,9 @@ def run(a) -> str:
                 start = time.perf_counter()
                 if model.left_to_right:
                     limit = max([seconds.get((other, k), 0.0) for other in a.models if other != "ar"] or [1.0])
-                    ids, _ = rejection_sample(model, c.satisfied, a.per_set, limit, seed=a.seed + k)
+                    # the diffusion model's batch, and nothing that ends after its time counts
+                    ids, _ = rejection_sample(model, c.satisfied, a.per_set, limit, seed=a.seed + k,
+                                              batch_size=a.per_set, strict=True)
                 else:
                     ids = model.sample_ids(a.per_set, seed=a.seed + k, anchors=anchors).ids
                 spent = time.perf_counter() - start

@@ -13,15 +13,15 @@ would end at: the curve shows overfitting, not the best run for each epoch count
 
 from __future__ import annotations
 
-from cdlm.lab import budget, mean, model_args
-from cdlm.lab.runs import Run, figure, load, report, train
+from cdlm.lab import _positive, budget, mean, model_args
+from cdlm.lab.runs import Run, figure, report, train
 
 VAL_SENTENCES = 1000
 
 
 def add_arguments(p) -> None:
     p.add_argument("--sizes", default="500,2000", help="unique training sentences, comma-separated")
-    p.add_argument("--eval_every", type=int, default=500, help="steps between scored checkpoints")
+    p.add_argument("--eval_every", type=_positive(int), default=500, help="steps between scored checkpoints")
     p.add_argument("--samples", type=int, default=128, help="samples for validity at each checkpoint")
     p.add_argument("--ar_dropout", type=float, default=0.1, help="the dropout of the AR + dropout row")
 
@@ -29,10 +29,11 @@ def add_arguments(p) -> None:
 def score(ckpt, val_texts: list[str], samples: int) -> dict:
     import torch
 
+    from cdlm.checkpoints import load_checkpoint
     from cdlm.data import corpus
     from cdlm.data.tokenizer import encode
 
-    model = load(ckpt)
+    model, data_hparams = load_checkpoint(str(ckpt))
     L, pad = model.hparams.seq_len, model.pad_id
     ids = torch.full((len(val_texts), L), pad, dtype=torch.long)
     tokens = 0
@@ -45,7 +46,8 @@ def score(ckpt, val_texts: list[str], samples: int) -> dict:
         nats = sum(float(model.sequence_nll(ids[i: i + 250]).sum()) for i in range(0, len(ids), 250))
     length = {} if model.left_to_right else {"length": "data"}
     texts = model.generate(samples, seed=0, **length)
-    return {"nll_bits_per_token": nats / tokens / 0.6931471805599453, "validity": corpus.validity(texts)}
+    return {"nll_bits_per_token": nats / tokens / 0.6931471805599453, "validity": corpus.validity(texts),
+            "batch_size": data_hparams.get("batch_size", 64)}  # sentences a step (a --fit_arg may change it)
 
 
 def run(a) -> str:
@@ -72,18 +74,19 @@ def run(a) -> str:
                 runs.append(Run(f"{name}_n{size}_s{s}", kind, [*data, *model_args(a, kind), *extra, f"--seed_everything={s}"]))
     spent = budget(a, 4000)
     ckpts = train(runs, a.out, spent, a.parallel, a.threads)
-    batch = 64
     rows, curves = {}, {size: {} for size in sizes}
     for size in sizes:
         for name in lines:
-            per_seed = []
-            for s in a.seeds:
-                folder = ckpts[f"{name}_n{size}_s{s}"].parent
-                points = sorted((int(p.stem.split("=")[1]), p) for p in folder.glob("step=*.ckpt"))
-                per_seed.append([(step * batch / size, score(p, val_texts, a.samples)) for step, p in points])
-            epochs = [e for e, _ in per_seed[0]]
-            nll = [mean([run[i][1]["nll_bits_per_token"] for run in per_seed]) for i in range(len(epochs))]
-            valid = [mean([run[i][1]["validity"] for run in per_seed]) for i in range(len(epochs))]
+            folders = [ckpts[f"{name}_n{size}_s{s}"].parent for s in a.seeds]
+            found = [{int(p.stem.split("=")[1]): p for p in folder.glob("step=*.ckpt")} for folder in folders]
+            steps = sorted(set.intersection(*(set(f) for f in found)))  # seeds of a --minutes budget differ
+            if not steps:
+                raise SystemExit(f"cdlm lab: error: {name}, {size} sentences: no checkpoint every --eval_every="
+                                 f"{a.eval_every} steps in {', '.join(map(str, folders))} (a budget shorter than that?)")
+            per_seed = [[score(f[step], val_texts, a.samples) for step in steps] for f in found]
+            epochs = [step * per_seed[0][i]["batch_size"] / size for i, step in enumerate(steps)]
+            nll = [mean([run[i]["nll_bits_per_token"] for run in per_seed]) for i in range(len(epochs))]
+            valid = [mean([run[i]["validity"] for run in per_seed]) for i in range(len(epochs))]
             best = min(range(len(nll)), key=nll.__getitem__)
             curves[size][name] = (epochs, nll)
             rows[f"{name}, {size} sentences"] = {

@@ -4,6 +4,7 @@ kind of model, and writing a table and a figure."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -35,9 +36,23 @@ def fit(config: str, name: str, out: Path, budget: list[str], data_args: list[st
         f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
         f"--trainer.callbacks.dirpath={out}/{name}", "--trainer.enable_progress_bar=false", *data_args, *extra,
     ]
+    if any(arg.startswith("--trainer.max_time=") and not arg.endswith("=null") for arg in budget):
+        args.append("--dashboard.figures=false")  # at equal wall time, figures would be time the AR model does not spend
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    log = open(out / f"{name}.log", "w")
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env), out / name / "last.ckpt"
+    with open(out / f"{name}.log", "w") as log:  # the child holds its own copy of the file
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, out / name / "last.ckpt"
+
+
+def data_digests(args: list[str]) -> dict[str, str]:
+    """sha256 of each file the arguments train or validate on: the lab rewrites them in place
+    (another --seed or --links), so the same arguments may name other data."""
+    out = {}
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("--data.dataset", "--data.val_dataset") and Path(value).is_file():
+            out[value] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return out
 
 
 @dataclass
@@ -61,6 +76,8 @@ def train(runs: list[Run], out: Path, budget: list[str], parallel: int = 2, thre
     for r in runs:
         record = out / r.name / "run.json"
         wanted = {"model": r.model, "args": [*r.args, *budget]}
+        if digests := data_digests(r.args):
+            wanted["data"] = digests
         if record.exists() and r.checkpoint(out).exists() and json.loads(record.read_text()) == wanted:
             log(f"reusing {r.name}")
         else:
@@ -69,6 +86,7 @@ def train(runs: list[Run], out: Path, budget: list[str], parallel: int = 2, thre
     while todo or running:
         while todo and len(running) < parallel:
             r, wanted = todo.pop(0)
+            (out / r.name / "run.json").unlink(missing_ok=True)  # an interrupted retrain is no finished run
             proc, _ = fit(MODEL_CONFIGS[r.model], r.name, out, budget, [], [*r.args, "--overwrite=true"], threads)
             running.append((r, wanted, proc))
             log(f"training {r.name}")

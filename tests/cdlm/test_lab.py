@@ -69,3 +69,108 @@ def test_bad_input_is_one_line(tmp_path, argv, message):
     with pytest.raises(SystemExit) as err:
         main([*argv, "--out", str(tmp_path)] if argv[0] != "haiku" else argv)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- the measurements' bookkeeping, without training
+def test_a_strict_budget_drops_the_batch_that_ends_after_it():
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    from cdlm.evaluation import rejection_sample
+
+    class SlowModel:
+        hparams = SimpleNamespace(seq_len=4)
+
+        def sample_ids(self, n, seed=None):
+            time.sleep(0.2)
+            return SimpleNamespace(ids=torch.ones(n, 4, dtype=torch.long))
+
+    def accept(ids):
+        return torch.ones(len(ids), dtype=torch.bool)
+
+    late, tried = rejection_sample(SlowModel(), accept, 8, 0.05, batch_size=4, strict=True)
+    assert late.shape == (0, 4) and tried == 4  # drawn, but not delivered in time
+    assert len(rejection_sample(SlowModel(), accept, 8, 0.05, batch_size=4)[0]) == 4  # cdlm eval's budget
+
+
+def test_data_efficiency_scores_the_steps_every_seed_reached_at_the_runs_batch(tmp_path, monkeypatch):
+    from cdlm.lab import data_efficiency, parser
+
+    a = parser().parse_args(["data-efficiency", "--seeds", "0,1", "--sizes", "64", "--eval_every", "6",
+                             "--models", "ar", "--out", str(tmp_path)])
+    a.out = tmp_path
+
+    def train(runs, out, *args):
+        for r in runs:  # a --minutes budget: seed 0 got one checkpoint further
+            (out / r.name).mkdir()
+            for step in (6, 12, 18) if r.name.endswith("_s0") else (6, 12):
+                (out / r.name / f"step={step}.ckpt").touch()
+        return {r.name: r.checkpoint(out) for r in runs}
+
+    def score(ckpt, val_texts, samples):
+        step = int(ckpt.stem.split("=")[1])
+        return {"nll_bits_per_token": 10.0 - step / 6, "validity": 0.5, "batch_size": 32}
+
+    monkeypatch.setattr(data_efficiency, "train", train)
+    monkeypatch.setattr(data_efficiency, "score", score)
+    data_efficiency.run(a)
+    rows = json.loads((tmp_path / "data-efficiency.json").read_text())["rows"]
+    assert rows["ar, 64 sentences"]["final_epoch"] == 12 * 32 / 64  # step 12, 32 sentences a step
+    assert rows["ar, 64 sentences"]["final_nll_bits_per_token"] == 8.0
+
+
+def test_a_run_leaves_no_log_open_and_a_failed_retrain_is_not_reused(tmp_path, monkeypatch):
+    from cdlm.lab import runs
+
+    opened = []
+
+    class Proc:
+        returncode = 1
+
+        def __init__(self, args, stdout, **kwargs):
+            opened.append(stdout)
+            stdout.write("cdlm: error: boom\n")
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(runs.subprocess, "Popen", Proc)
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    run = runs.Run("ar_s0", "ar", ["--seed_everything=0"])
+    (tmp_path / "ar_s0").mkdir()
+    (tmp_path / "ar_s0" / "last.ckpt").touch()  # a finished run of other arguments (or a retrain's partial one)
+    (tmp_path / "ar_s0" / "run.json").write_text(json.dumps({"model": "ar", "args": ["--seed_everything=1"]}))
+    with pytest.raises(SystemExit, match="training ar_s0 failed .*boom"):
+        runs.train([run], tmp_path, [], parallel=1)
+    assert opened and all(f.closed for f in opened)
+    assert not (tmp_path / "ar_s0" / "run.json").exists()  # the old record no longer vouches for last.ckpt
+
+
+def test_a_run_is_reused_only_on_the_same_data(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cdlm.lab import runs
+
+    class Proc:  # a training run that finishes at once
+        returncode = 0
+
+        def __init__(self, args, stdout, **kwargs):
+            folder = next(a for a in args if a.startswith("--trainer.callbacks.dirpath=")).split("=", 1)[1]
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "last.ckpt").touch()
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(runs.subprocess, "Popen", Proc)
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    data = tmp_path / "train.txt"  # rewritten in place by a rerun with another --seed
+    run = runs.Run("ar_s0", "ar", [f"--data.dataset={data}"])
+    said = []
+    for text in ("the mentor of ada kowalski is omar lindqvist .", "the mentor of ada kowalski is omar lindqvist .",
+                 "the parent of lena okafor is kofi osei ."):
+        data.write_text(text + "\n")
+        runs.train([run], tmp_path, ["--trainer.max_steps=3"], log=said.append)
+    assert said == ["training ar_s0", "reusing ar_s0", "training ar_s0"]

@@ -42,3 +42,20 @@ def test_models_take_loops_and_reject_bad_counts(kind):
     assert model.net.backbone.loops == 2
     with pytest.raises(ValueError, match="loops must be a positive integer, got 0"):
         cls(tokenizer_json=tok, seq_len=12, width=32, depth=1, heads=2, loops=0, val_samples=0)
+
+
+def test_a_looped_model_costs_the_compute_of_the_deep_one():
+    """bench_scaling turns a budget into steps by FLOPs a token: loops run the blocks again."""
+    import sys
+    from pathlib import Path
+
+    import cdlm
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_throughput import train_flops_per_token
+
+    tok = train_tokenizer(corpus_texts(50, seed=0), kind="word").to_str()
+    shape = dict(tokenizer_json=tok, seq_len=12, width=32, heads=2, val_samples=0)
+    looped = cdlm.AutoregressiveLM(depth=2, loops=3, **shape)
+    deep = cdlm.AutoregressiveLM(depth=6, **shape)
+    assert train_flops_per_token("ar", looped, 12) == train_flops_per_token("ar", deep, 12)

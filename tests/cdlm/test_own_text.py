@@ -75,6 +75,15 @@ def test_the_data_module_settles_its_choice(tmp_path, capsys):
     assert TextDataModule().hparams.seq_len == 40 and TextDataModule().hparams.tokenizer == "word"  # embedded
 
 
+def test_a_chosen_seq_len_cuts_held_out_texts_longer_than_every_training_text(tmp_path):
+    path = tmp_path / "records.txt"  # the held-out tail (the last 5%) alone holds long texts
+    path.write_text("\n".join(["anna likes tea ."] * 100 + ["anna likes tea and bread and soup and fish ."] * 5) + "\n")
+    dm = TextDataModule(dataset=str(path), batch_size=8)
+    assert dm.seq_len == 8 and dm.hparams.truncate
+    with pytest.warns(UserWarning, match="5 of 6 validation texts .* longer than seq_len=8"):
+        dm.setup()  # not: "pass --data.truncate=true", for a seq_len the user never gave
+
+
 def test_fit_then_sample_on_a_file_of_short_lines(tmp_path, capsys):
     path = tmp_path / "records.txt"
     path.write_text("\n".join(short_lines(400, random.Random(2))) + "\n")
