@@ -126,6 +126,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--out", default="runs/bench_scaling")
+    p.add_argument("--reference", default=None, help="AR checkpoint that scores gen_ppl (default: the largest AR run here)")
     p.add_argument("--eval_only", action="store_true", help="evaluate what is finished in --out")
     p.add_argument("--train_only", action="store_true", help="train, and leave evaluation to a later --eval_only")
     a = p.parse_args()
@@ -140,18 +141,18 @@ def main() -> None:
         return
     jobs = [j for j in jobs if finished(out / j["name"] / "last.ckpt", j["steps"])]
     ars = [j for j in jobs if j["kind"] == "ar"]
-    reference = out / max(ars, key=lambda j: j["steps"])["name"] / "last.ckpt" if ars else None
+    reference = Path(a.reference) if a.reference else out / max(ars, key=lambda j: j["steps"])["name"] / "last.ckpt" if ars else None
     cache = out / "results.json"
     done = {r["name"]: r for r in json.loads(cache.read_text())} if cache.exists() else {}
     rows = []
     for j in sorted(jobs, key=lambda j: (j["line"], j["budget"], j["seed"])):
-        key = {k: j[k] for k in ("name", "line", "budget", "seed", "steps")}
+        key = {"name": j["name"], "line": j["line"], "budget": j["budget"], "seed": j["seed"], "train_steps": j["steps"]}
         ckpt = out / j["name"] / "last.ckpt"
         if j["name"] in done and done[j["name"]].get("reference") == str(reference):
-            rows.append(done[j["name"]])
+            rows.append({**done[j["name"]], **key})
             continue
-        row = {**key, "reference": str(reference), "train_pflops": round(j["train_flops"] / 1e15, 4)}
-        row.update(evaluate_checkpoint(ckpt, reference, a.num_samples))
+        row = evaluate_checkpoint(ckpt, reference, a.num_samples)  # its "steps" are the sampler's
+        row.update(key, reference=str(reference), train_pflops=round(j["train_flops"] / 1e15, 4))
         if j["kind"] != "ar":
             row["validity_data_lengths"] = evaluate_checkpoint(ckpt, None, a.num_samples, 0, length="data").get("validity")
         else:  # AR samples its own lengths: free length is the data's
@@ -159,7 +160,7 @@ def main() -> None:
         rows.append(row)
         cache.write_text(json.dumps(rows, indent=1))
     cache.write_text(json.dumps(rows, indent=1))
-    keys = ["steps", "train_pflops", "validity_data_lengths", "validity", "unique", "gen_ppl", "nll_bits_per_token",
+    keys = ["train_steps", "train_pflops", "validity_data_lengths", "validity", "unique", "gen_ppl", "nll_bits_per_token",
             "nll_bits_per_char", "nfe"]
     table = {f"{r['line']} x{r['budget']:g} s{r['seed']}": r for r in rows}
     print(f"budgets in multiples of the AR quickstart ({a.base_steps} AR steps); one CPU thread per run\n")
