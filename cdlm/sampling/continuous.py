@@ -63,6 +63,7 @@ class Denoiser:
         self.noise: torch.Tensor | None = None  # fixed ε of the forward-noised known tokens
         self.x0_prev: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
+        self.network_calls = 0  # the NFE: self-conditioning guidance makes two per step
 
     def _known(self, x_t: torch.Tensor) -> torch.Tensor:
         if self.known_ids is None:
@@ -139,6 +140,7 @@ class Denoiser:
         a, s = self.attributes, self.guidance_scale
         if a is not None and a.shape[0] != x_in.shape[0]:  # adaptive integrators may change batch views
             raise ValueError(f"attributes for {a.shape[0]} samples but a batch of {x_in.shape[0]}")
+        self.network_calls += 1  # classifier-free guidance batches its two passes into one call
         if a is None or s == 1.0:
             return self.net(x_in, lam, prev, temperature=self.temperature, attributes=a)
         two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
@@ -265,7 +267,7 @@ def generate_ids(
                             classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
                             clean_pad=clean_pad, self_condition_scale=sampler.self_condition_scale)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
-        calls, ids = 0, None
+        ids = None
         for k in range(sampler.restarts + 1):
             t_from, pass_steps = (1.0, sampler.steps) if k == 0 else (t_restarts[k - 1], sampler.restart_steps)
             if k:
@@ -280,7 +282,6 @@ def generate_ids(
             if sampler.rounding != "last":
                 denoiser(result.x, torch.full((n,), t_end, device=device))  # logits at the end time
             ids = net.embedding.nearest(denoiser.x0_prev) if sampler.rounding == "nearest" else denoiser.logits.argmax(-1)
-            calls += result.nfe + (sampler.rounding != "last")
         chunks.append(ids)
-        nfe = max(nfe, calls)
+        nfe = max(nfe, denoiser.network_calls)
     return Generation(torch.cat(chunks), nfe)

@@ -233,6 +233,24 @@ def test_self_condition_scale_one_is_todays_sampler_and_others_change_samples():
     assert model.sampler_report(self_condition_scale=2.0)["self_condition_scale"] == 2.0
 
 
+def test_nfe_counts_both_calls_of_self_condition_guidance():
+    from pathlib import Path
+
+    from cdlm.checkpoints import load_checkpoint
+
+    model = load_checkpoint(str(Path(__file__).resolve().parents[1] / "data" / "golden_diffusion.ckpt"))[0]
+    calls = []
+    hook = model.ema.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        plain = model.sample_ids(2, seed=0, steps=4, restarts=0, rounding="logits", self_condition_scale=1.0)
+        assert plain.nfe == len(calls) == 4 + 1
+        calls.clear()
+        guided = model.sample_ids(2, seed=0, steps=4, restarts=0, rounding="logits", self_condition_scale=3.0)
+        assert guided.nfe == len(calls) == 1 + 2 * 3 + 2  # the first step has no x0 to guide by
+    finally:
+        hook.remove()
+
+
 # ------------------------------------------------------------------------------ Muon
 EXPECTED_MUON = {
     DiffusionLM: {"qkv.weight", "proj.weight", "mlp.0.weight", "mlp.2.weight", "modulation.weight"},
