@@ -16,23 +16,23 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_quality import budget_args, evaluate_checkpoint, fit, markdown_table
+from bench_quality import budget_args, checkpoint_of, evaluate_checkpoint, fit, markdown_table
 
 VARIANTS = {  # name: extra `cdlm fit` arguments on top of configs/quickstart.yaml
     "baseline": [],
-    "no_self_condition": ["--model.self_condition=0"],
-    "direct_x0_head": ["--model.interpolate=false", "--model.mse_weight=1.0"],
+    "no_self_condition": ["--model.training.self_condition=0"],
+    "direct_x0_head": ["--model.interpolate=false", "--model.training.mse_weight=1.0"],
     "unnormalized_embeddings": ["--model.normalize_embeddings=false"],
-    "fixed_random_embeddings": ["--model.learn_embeddings=false"],
-    "schedule_linear": ["--model.schedule=linear"],
-    "schedule_cosine": ["--model.schedule=cosine"],
-    "schedule_log_linear": ["--model.schedule=log_linear"],
-    "stratified_time": ["--model.time_sampling=stratified"],
-    "uniform_time": ["--model.time_sampling=uniform"],
-    "lr_2e-3": ["--model.lr=2e-3"],
+    "fixed_random_embeddings": ["--model.training.learn_embeddings=false"],
+    "schedule_linear": ["--model.training.schedule=linear"],
+    "schedule_cosine": ["--model.training.schedule=cosine"],
+    "schedule_log_linear": ["--model.training.schedule=log_linear"],
+    "stratified_time": ["--model.training.time_sampling=stratified"],
+    "uniform_time": ["--model.training.time_sampling=uniform"],
+    "lr_2e-3": ["--model.optim.lr=2e-3"],
     "ema_0.99": ["--model.ema_decay=0.99"],
-    "clean_context": ["--model.clean_context=0.5"],
-    "clean_padding": ["--model.clean_padding=0.5"],
+    "clean_context": ["--model.training.clean_context=0.5"],
+    "clean_padding": ["--model.training.clean_padding=0.5"],
 }
 
 
@@ -53,7 +53,7 @@ def main() -> None:
         raise SystemExit(f"unknown variants {unknown}; available: {', '.join(VARIANTS)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpts = {n: out / n / "last.ckpt" for n in names} if a.eval_only else {}
+    ckpts = {n: checkpoint_of(out, n) for n in names} if a.eval_only else {}
     for i in range(0, 0 if a.eval_only else len(names), a.parallel):
         batch = [(n, *fit("quickstart", n, out, budget_args(a.steps, a.minutes), [], VARIANTS[n] + ["--overwrite=true"]))
                  for n in names[i : i + a.parallel]]

@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cdlm.lab.runs import budget_args, fit, markdown_table
+from cdlm.lab.runs import budget_args, checkpoint_of, fit, markdown_table
 
 TASKS = {  # base config and data arguments
     "embedded": ("quickstart", []),
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_quality")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--fit_arg", action="append", default=[], metavar="MODEL:ARG",
-                   help="extra `cdlm fit` argument for one model, e.g. continuous:--model.lr=2e-3")
+                   help="extra `cdlm fit` argument for one model, e.g. continuous:--model.optim.lr=2e-3")
     p.add_argument("--eval_only", action="store_true", help="evaluate the checkpoints already in --out")
     a = p.parse_args()
     models = a.models.split(",")
@@ -67,7 +67,7 @@ def main() -> None:
     out = Path(a.out) / a.task
     out.mkdir(parents=True, exist_ok=True)
     extra = {m: [arg.split(":", 1)[1] for arg in a.fit_arg if arg.startswith(f"{m}:")] for m in models}
-    ckpts = {m: out / m / "last.ckpt" for m in models}
+    ckpts = {m: checkpoint_of(out, m) for m in models}
     if not a.eval_only:
         runs = {m: fit(config + MODELS[m], m, out, budget_args(a.steps, a.minutes), data_args, extra[m] + ["--overwrite=true"])
                 for m in models}

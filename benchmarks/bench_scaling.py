@@ -15,7 +15,7 @@ changes wall time only. A finished run found in --out is reused, so the command 
 with more budgets, and a recipe can be added later.
 
     python benchmarks/bench_scaling.py --budgets 0.25,0.5,1,2,4
-    python benchmarks/bench_scaling.py --budgets 1 --recipe "prior:--model.output_prior=1.0" --seeds 0,1
+    python benchmarks/bench_scaling.py --budgets 1 --recipe "muon:--model.optim.name=muon" --seeds 0,1
     python benchmarks/bench_scaling.py --budgets 4,8,16 --parallel 1 --threads 8   # on a GPU machine
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from cdlm.lab.runs import CONFIGS, MODEL_CONFIGS, Run, budget_args, markdown_table, train
+from cdlm.lab.runs import MODEL_CONFIGS, Run, budget_args, checkpoint_of, markdown_table, model_init_args, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import evaluate_checkpoint  # noqa: E402
@@ -36,13 +36,17 @@ from bench_throughput import tokenizer_json, train_flops_per_token  # noqa: E402
 
 
 def parse_overrides(args: list[str]) -> dict:
-    """`--model.K=V` / `--model.init_args.K=V` recipe arguments as model init args (others ignored)."""
+    """`--model.K=V`, `--model.GROUP.K=V` (and `--model.init_args.…`) recipe arguments as model
+    init args, a group's fields as a mapping (others ignored)."""
     out = {}
     for arg in args:
         key, _, value = arg.lstrip("-").partition("=")
         for prefix in ("model.init_args.", "model."):
-            if key.startswith(prefix) and "." not in key[len(prefix):]:
-                out[key[len(prefix):]] = yaml.safe_load(value)
+            if key.startswith(prefix):
+                *group, name = key[len(prefix):].split(".")
+                if len(group) <= 1:
+                    (out.setdefault(group[0], {}) if group else out)[name] = yaml.safe_load(value)
+                break
     return out
 
 
@@ -50,12 +54,13 @@ def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
     """Training FLOPs per token of a quickstart config with recipe overrides, from its shape."""
     from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
 
-    config = yaml.safe_load((CONFIGS / f"{MODEL_CONFIGS[model_kind]}.yaml").read_text())
-    init = {**config["model"].get("init_args", {}), **overrides, "tokenizer_json": tok, "val_samples": 0,
-            "seq_len": config["data"].get("seq_len", 40)}  # the embedded corpus picks 40
+    init = model_init_args(MODEL_CONFIGS[model_kind])
+    for key, value in overrides.items():
+        init[key] = {**init.get(key, {}), **value} if isinstance(value, dict) else value
+    init.update(tokenizer_json=tok, val_samples=0, seq_len=40)  # the embedded corpus picks 40
     cls = {"continuous": DiffusionLM, "masked": MaskedDiffusionLM, "ar": AutoregressiveLM}[model_kind]
     model = cls(**init)
-    kind = "continuous_sc" if model_kind == "continuous" and model.hparams.self_condition > 0 else model_kind
+    kind = "continuous_sc" if model_kind == "continuous" and model.training_config.self_condition > 0 else model_kind
     return train_flops_per_token(kind, model, init["seq_len"])
 
 
@@ -135,19 +140,19 @@ def main() -> None:
     jobs = plan(a, tokenizer_json())
     if not a.eval_only:
         runs = [Run(j["name"], j["kind"], [*j["args"], *budget_args(j["steps"], None), f"--seed_everything={j['seed']}"])
-                for j in jobs if not finished(out / j["name"] / "last.ckpt", j["steps"])]
+                for j in jobs if not finished(checkpoint_of(out, j["name"]), j["steps"])]
         train(runs, out, [], a.parallel, a.threads)
     if a.train_only:
         return
-    jobs = [j for j in jobs if finished(out / j["name"] / "last.ckpt", j["steps"])]
+    jobs = [j for j in jobs if finished(checkpoint_of(out, j["name"]), j["steps"])]
     ars = [j for j in jobs if j["kind"] == "ar"]
-    reference = Path(a.reference) if a.reference else out / max(ars, key=lambda j: j["steps"])["name"] / "last.ckpt" if ars else None
+    reference = Path(a.reference) if a.reference else checkpoint_of(out, max(ars, key=lambda j: j["steps"])["name"]) if ars else None
     cache = out / "results.json"
     done = {r["name"]: r for r in json.loads(cache.read_text())} if cache.exists() else {}
     rows = []
     for j in sorted(jobs, key=lambda j: (j["line"], j["budget"], j["seed"])):
         key = {"name": j["name"], "line": j["line"], "budget": j["budget"], "seed": j["seed"], "train_steps": j["steps"]}
-        ckpt = out / j["name"] / "last.ckpt"
+        ckpt = checkpoint_of(out, j["name"])
         if j["name"] in done and done[j["name"]].get("reference") == str(reference):
             rows.append({**done[j["name"]], **key})
             continue

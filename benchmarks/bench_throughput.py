@@ -12,6 +12,13 @@ One JSON line per measurement on stdout:
   generated tokens/s (B·L per call, fastest of `--gen_reps` calls) of `sample_ids`;
 - `{"bench": "ratio", ...}`: diffusion ÷ AR, training tokens/s at equal precision/compile
   and generation tokens/s at equal L against the KV-cache AR (and the recompute one).
+- with `--sampling_cuts` (alone): `{"bench": "sampling_cut", ...}` rows, generation at
+  `length="data"` (B = --gen_batch, L = the first --gen_lengths) of the continuous (quickstart
+  sampler) and masked (low_confidence, L steps) models with and without each cost cut, and
+  `{"bench": "ratio", "what": "sampling_cut", ...}`: tokens/s with ÷ without, measured in the same
+  run (reps interleaved), with the share of samples whose ids are unchanged for equal seeds
+  (1.0 for an exact cut) and, on the embedded corpus, the validity of both.
+  `--cuts_ckpts CONT,MASKED` measures trained checkpoints instead of random models.
 
 FLOPs per trained token (PaLM's MFU convention): 6·N + 12·depth·width·L, N the weights a token
 meets in matmuls (blocks 12·width² per layer, the output projection V·width and each model's
@@ -25,6 +32,7 @@ fp32 peak) or given.
 
     python benchmarks/bench_throughput.py --quick                  # this CPU, ~1-2 minutes
     python benchmarks/bench_throughput.py --device cuda            # GPT-2-small size, L = 1024
+    python benchmarks/bench_throughput.py --quick --sampling_cuts --gen_lengths 40 --gen_reps 3
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ def build(kind: str, tok: str, a, seq_len: int, compiled: bool, device: str):
     if kind == "ar":
         model = AutoregressiveLM(**common, compile=compiled)
     elif kind in ("continuous", "continuous_sc"):
-        model = DiffusionLM(**common, embed_dim=a.embed_dim, self_condition=0.5 if kind == "continuous_sc" else 0.0,
+        model = DiffusionLM(**common, embed_dim=a.embed_dim, training={"self_condition": 0.5 if kind == "continuous_sc" else 0.0},
                             sampler=QUICKSTART)
     else:
         model = MaskedDiffusionLM(**common)
@@ -88,7 +96,7 @@ def matmul_params(kind: str, model) -> int:
     n = h.depth * h.get("loops", 1) * 12 * W * W + V * W  # blocks (each pass of a looped stack) + output projection
     if kind.startswith("continuous"):
         d = h.embed_dim
-        n += (2 * d if h.self_condition > 0 else d) * W + V * d  # input layer, x0 = softmax·E
+        n += (2 * d if model.training_config.self_condition > 0 else d) * W + V * d  # input layer, x0 = softmax·E
     return n
 
 
@@ -97,7 +105,7 @@ def train_flops_per_token(kind: str, model, seq_len: int) -> float:
     n, attn = matmul_params(kind, model), h.depth * h.get("loops", 1) * h.width * seq_len
     flops = 6 * n + 12 * attn
     if kind == "continuous_sc":
-        flops += h.self_condition * (2 * n + 4 * attn)
+        flops += model.training_config.self_condition * (2 * n + 4 * attn)
     return float(flops)
 
 
@@ -231,6 +239,90 @@ def bench_generate(kind: str, tok: str, a, L: int) -> list[dict]:
     return rows
 
 
+# variant → (sample_ids options, Denoiser.skip_unused_x0); "group" splits B into --cuts_groups batches
+CUT_VARIANTS = {
+    "baseline": ({}, True),
+    "x0_recomputed": ({}, False),
+    "trim": ({"trim_padding": True}, True),
+    "split": ({"batch": "group"}, True),
+    "split_trim": ({"batch": "group", "trim_padding": True}, True),
+    "split_group_trim": ({"batch": "group", "trim_padding": True, "group_lengths": True}, True),
+}
+# cut → (variant with it, variant without it)
+CUTS = {
+    "skip_unused_x0": ("baseline", "x0_recomputed"),
+    "trim_padding": ("trim", "baseline"),
+    "group_lengths": ("split_group_trim", "split_trim"),
+    "group_lengths_trim_vs_baseline": ("split_group_trim", "baseline"),
+    "split_batch_cost": ("split", "baseline"),
+}
+
+
+def length_counts(tok: str, L: int) -> list[int]:
+    """The embedded corpus's lengths 0..L, as a data module records them for `length="data"`."""
+    from cdlm.data.corpus import corpus_texts
+    from cdlm.data.tokenizer import load_tokenizer
+
+    n = [min(len(e.ids), L) for e in load_tokenizer(tok).encode_batch(corpus_texts(2000, seed=1), add_special_tokens=False)]
+    return torch.bincount(torch.tensor(n), minlength=L + 1).tolist()
+
+
+def bench_cuts(tok: str, a, L: int) -> list[dict]:
+    from cdlm.checkpoints import load_checkpoint
+    from cdlm.data import corpus
+    from cdlm.sampling.continuous import Denoiser
+
+    ckpts = a.cuts_ckpts.split(",") if a.cuts_ckpts else [None, None]
+    rows = []
+    for kind, ckpt in zip(("continuous", "masked"), ckpts):
+        torch.manual_seed(0)
+        if ckpt:
+            model = load_checkpoint(ckpt, device=a.device)[0].to(a.device).eval()
+            L = model.hparams.seq_len
+        else:
+            model = build(kind, tok, a, L, False, a.device).eval()
+            model.hparams.length_counts = length_counts(tok, L)
+        # the continuous model's own sampler (build() gives the quickstart's); masked: one position a step
+        settings = {} if kind == "continuous" else {"method": "low_confidence", "steps": L}
+        variants = [v for v in CUT_VARIANTS if kind == "continuous" or CUT_VARIANTS[v][1]]
+        times, ids, nfe = {v: [] for v in variants}, {}, {}
+        model.sample_ids(2, seed=0, batch_size=2, length="data", **settings)  # warm-up
+        for r in range(a.gen_reps):  # interleaved, so that a change in the machine's load hits all alike
+            for v in variants:
+                options, skip = CUT_VARIANTS[v]
+                options = dict(options)
+                batch = a.gen_batch // a.cuts_groups if options.pop("batch", None) else a.gen_batch
+                Denoiser.skip_unused_x0 = skip
+                try:
+                    sync(a.device)
+                    start = time.perf_counter()
+                    gen = model.sample_ids(a.gen_batch, seed=r, batch_size=batch, length="data", **settings, **options)
+                    sync(a.device)
+                finally:
+                    Denoiser.skip_unused_x0 = True
+                times[v].append(time.perf_counter() - start)
+                ids.setdefault(v, []).append(gen.ids.cpu())
+                nfe[v] = gen.nfe
+        tok_per_sample = model.data_lengths(a.gen_batch, 0).float().mean().item()
+        out = {}
+        for v in variants:
+            secs = min(times[v])
+            texts = [t for g in ids[v] for t in model.decode(g)]
+            out[v] = dict(bench="sampling_cut", model=kind, variant=v, checkpoint=ckpt, L=L, B=a.gen_batch,
+                          batch_size=a.gen_batch // a.cuts_groups if "batch" in CUT_VARIANTS[v][0] else a.gen_batch,
+                          nfe=nfe[v], tokens_per_s=round(a.gen_batch * L / secs, 1), seconds=round(secs, 4),
+                          mean_length=round(tok_per_sample, 2), validity=round(corpus.validity(texts), 3))
+            rows.append(out[v])
+        for cut, (with_, without) in CUTS.items():
+            if with_ in out and without in out:
+                same = sum(int((x == y).all(1).sum()) for x, y in zip(ids[with_], ids[without]))
+                rows.append(dict(bench="ratio", what="sampling_cut", model=kind, cut=cut, **{"with": with_}, without=without,
+                                 ratio=round(out[with_]["tokens_per_s"] / out[without]["tokens_per_s"], 3),
+                                 ids_identical=round(same / (a.gen_batch * a.gen_reps), 3),
+                                 validity_with=out[with_]["validity"], validity_without=out[without]["validity"]))
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a minute or two on a CPU")
@@ -252,7 +344,12 @@ def main(argv=None) -> None:
     p.add_argument("--gen_precision", default=None, choices=["fp32", "bf16"])
     p.add_argument("--peak_tflops", type=float, default=None, help="peak FLOP/s (in TFLOP/s) that MFU is against")
     p.add_argument("--skip", default="", help="comma list of 'train', 'generate'")
+    p.add_argument("--sampling_cuts", action="store_true", help="only the sampling cost cuts (see above)")
+    p.add_argument("--cuts_groups", type=int, default=4, help="batches B is split into for the grouping rows")
+    p.add_argument("--cuts_ckpts", default=None, help="CONTINUOUS_CKPT,MASKED_CKPT to measure instead of random models")
     a = p.parse_args(argv)
+    if a.cuts_groups < 1:
+        p.error(f"--cuts_groups must be a positive integer, got {a.cuts_groups}")
     small = dict(width=64, depth=2, heads=2, train_seq_len=40, train_batch=32, train_steps=8, gen_reps=1)
     large = dict(width=768, depth=12, heads=12, train_seq_len=1024, train_batch=8, train_steps=10, gen_reps=3)
     for k, v in (small if a.quick else large).items():
@@ -269,6 +366,11 @@ def main(argv=None) -> None:
          heads=a.heads, embed_dim=a.embed_dim, vocab=load_tokenizer(tok).get_vocab_size(),
          train_seq_len=a.train_seq_len, train_batch=a.train_batch, train_steps=a.train_steps,
          peak_tflops={pr: (None if peak_flops(a, pr) is None else peak_flops(a, pr) / 1e12) for pr in precisions})
+
+    if a.sampling_cuts:
+        for row in bench_cuts(tok, a, int(a.gen_lengths.split(",")[0])):
+            emit(**row)
+        return
 
     train = {}
     if "train" not in a.skip:

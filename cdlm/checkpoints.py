@@ -165,6 +165,26 @@ def _data_hparams(ckpt: dict) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_") and _plain(v)} if isinstance(data, dict) else {}
 
 
+def resolve_device(device: str | None) -> str:
+    """`device` checked to exist on this machine (None: cuda when available, else cpu); a bad or
+    missing one is a one-line error naming it."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    elif dev.type == "mps":
+        ok = torch.backends.mps.is_available()
+    else:
+        ok = dev.type == "cpu"
+    if not ok:
+        raise ValueError(f"--device {device!r} is not available on this machine")
+    return device
+
+
 def load_checkpoint(path: str, device: str | torch.device = "cpu", expect=None, **overrides):
     """(model, data module hyperparameters) from a `.ckpt` file or an exported folder; `expect` is a
     class the model must be, `overrides` replace saved hyperparameters."""

@@ -8,7 +8,6 @@ Every failure the user can cause ends in one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -27,6 +26,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     source.add_argument("--model", dest="ckpt_path", metavar="DIR", help="model folder written by `cdlm export`")
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    from cdlm.sampling.settings import sampler_flags
+
     for name, (kind, help) in sampler_flags().items():
         p.add_argument(f"--{name}", type=_boolean if kind is bool else kind, default=None, help=f"{help} (default: the model's)")
     p.add_argument("--anchor", action="append", default=[], metavar="POS=WORD",
@@ -45,21 +46,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier_scale", type=float, default=1.0, help="weight of the classifier's gradient")
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available)")
-
-
-def sampler_flags() -> dict:
-    """name → (type, help) of every sampler setting any model declares: one flag each."""
-    from cdlm.sampling.settings import SETTINGS
-
-    flags = {}
-    for config in SETTINGS:
-        for f in dataclasses.fields(config):
-            kind = next(t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)) if name in str(f.type))
-            helps = flags.get(f.name, (kind, []))[1]
-            if f.metadata["help"] not in helps:  # a name two models share keeps both meanings
-                helps.append(f.metadata["help"])
-            flags[f.name] = (kind, helps)
-    return {name: (kind, "; ".join(helps)) for name, (kind, helps) in flags.items()}
 
 
 def _length(value: str):
@@ -100,27 +86,6 @@ _CHECKS = {
 }
 
 
-def _check_device(args) -> None:
-    # before loading: otherwise torch.load's failure reads as an unreadable checkpoint
-    import torch
-
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = args.device
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device (e.g. cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda":
-        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
-    elif dev.type == "mps":
-        ok = torch.backends.mps.is_available()
-    else:
-        ok = dev.type == "cpu"
-    if not ok:
-        raise ValueError(f"--device {device!r} is not available on this machine")
-
-
 def _check(args) -> None:
     for name in ("ckpt_path", "reference_ckpt", "classifier_ckpt", "output"):
         if getattr(args, name, None) == "":  # '' would be ignored, or read as the current folder
@@ -129,7 +94,9 @@ def _check(args) -> None:
         value = getattr(args, name, None)
         if value is not None and not ok(value):
             raise ValueError(f"--{name} must be {must_be}, got {value}")
-    _check_device(args)
+    from cdlm.checkpoints import resolve_device  # before loading: torch.load's failure would blame the file
+
+    args.device = resolve_device(args.device)
 
 
 def _request(args):
@@ -146,6 +113,8 @@ def _request(args):
 
 
 def _settings(args) -> dict:
+    from cdlm.sampling.settings import sampler_flags
+
     return {k: getattr(args, k) for k in sampler_flags() if getattr(args, k) is not None}
 
 
@@ -194,7 +163,7 @@ def cmd_sample(argv: list[str]) -> None:
     L.seed_everything(args.seed, verbose=False)
     from cdlm.progress import network_calls, sampling_calls
 
-    total = sampling_calls(model, args.num_samples, args.batch_size, _settings(args), _prefix_tokens(model, args))
+    total = sampling_calls(model, args.num_samples, args.batch_size, _settings(args), request.prefix)
     with network_calls(model, "sampling", total):
         gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **request.options(),
                                **_settings(args))
@@ -232,15 +201,10 @@ def cmd_eval(argv: list[str]) -> None:
     if problem:
         print(f"cdlm eval: no held-out metrics ({problem})", file=sys.stderr)
     request = _request(args)
-    from cdlm.progress import network_calls, nll_calls, sampling_calls
+    from cdlm.progress import eval_calls, network_calls
 
-    total = sampling_calls(model, args.num_samples, args.batch_size, _settings(args), _prefix_tokens(model, args))
-    if model.left_to_right and request.beyond_prefix() or args.ode_nll:
-        total = None  # rejection sampling runs for a time budget; the ODE solver is adaptive
-    elif total is not None:
-        total += reference is not None  # gen_ppl: one call of the reference
-        if data is not None and args.nll_batches > 0:
-            total += nll_calls(model, min(args.nll_batches, len(data.val_dataloader())))
+    total = eval_calls(model, request, _settings(args), args.num_samples, args.batch_size, data, reference,
+                       args.nll_batches, args.ode_nll)
     with network_calls(model, "eval", total, extra_models=[reference]):
         result = evaluate(model, request, _settings(args), args.num_samples, args.seed, args.batch_size, data,
                           reference, args.nll_batches, args.time_budget, args.attributes_from_data, args.ode_nll)
@@ -290,22 +254,9 @@ Start with `cdlm fit --config configs/quickstart.yaml`, then
 `cdlm sample --ckpt_path runs/quickstart/checkpoints/last.ckpt`. TensorBoard: `tensorboard --logdir runs`."""
 
 
-def _prefix_tokens(model, args) -> int:
-    """Tokens of --prefix (autoregressive sampling starts after them)."""
-    if not args.prefix:
-        return 0
-    from cdlm.data.tokenizer import encode
-
-    return len(encode(model.tokenizer, args.prefix))
-
-
 def cmd_lab(argv: list[str]) -> None:
-    try:
-        from cdlm.lab import main as lab_main
-    except ModuleNotFoundError as err:
-        if err.name not in ("cdlm.lab", "cdlm.lab.main"):
-            raise
-        raise ValueError("`cdlm lab` is not part of this installation (no cdlm.lab package)") from None
+    from cdlm.lab import main as lab_main
+
     lab_main(argv)
 
 

@@ -32,6 +32,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from cdlm.models.base import flat_hparams
+
 # hyperparameters too long or too structured for the HParams table (their size is logged instead)
 _LONG_HPARAMS = ("tokenizer_json", "length_counts", "attributes", "diffusion")
 _DEFAULT_METHODS = {"continuous": ("default", "ddim", "dpmpp_2m"), "masked": ("low_confidence", "ancestral", "semi_ar")}
@@ -338,7 +340,7 @@ def token_embeddings(model) -> tuple[torch.Tensor, list[str]]:
 def run_hparams(trainer, model) -> dict:
     """The model's and the data's hyperparameters, as the HParams tab shows them."""
     params = {"model/class": type(model).__name__}
-    for key, value in dict(model.hparams).items():
+    for key, value in flat_hparams(dict(model.hparams)).items():  # a group's fields: model/optim.lr
         if key.startswith("_"):  # LightningCLI's own bookkeeping (_class_path, _instantiator)
             continue
         if key in _LONG_HPARAMS:
@@ -367,10 +369,15 @@ def final_metrics(trainer) -> dict[str, float]:
     return out
 
 
+BIGRAM_TOKENS = 10_000_000  # the bigrams of a packed corpus come from its first this many tokens: memory stays bounded
+
+
 def _training_ids(data) -> list[torch.Tensor]:
     data.setup()
     ds = data.train_set
-    return [ds.tokens[None]] if hasattr(ds, "tokens") else [ds.tensors[0]]
+    if hasattr(ds, "tokens"):  # windows of one stream (a tensor, or a memory-mapped cache)
+        return [torch.as_tensor(ds.tokens[:BIGRAM_TOKENS])[None]]
+    return [ds.tensors[0]]
 
 
 def _bigrams(chunks: list[torch.Tensor], vocab: int, pad_id: int, unique: bool = True) -> torch.Tensor:

@@ -191,7 +191,7 @@ def evaluate(model, request=None, settings: dict | None = None, num_samples: int
     if requests is not None:
         requests = requests[: len(texts)]
         if not model.left_to_right and model.hparams.get("attributes"):
-            result["guidance_scale"] = model.hparams.guidance_scale if request.guidance_scale is None else request.guidance_scale
+            result["guidance_scale"] = model.conditioning.guidance_scale if request.guidance_scale is None else request.guidance_scale
         if request.classifier is not None:
             result["classifier_scale"] = request.classifier_scale
         result["attribute_accuracy"] = attribute_accuracy(texts, requests, embedded)

@@ -12,11 +12,13 @@ import os
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+RUNS = "runs"  # where named runs keep their logs and checkpoints
 _NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
 
 
@@ -77,16 +79,49 @@ class CDLMCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.seq_len", compute_fn=_seq_len, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
+        parser.add_argument("--name", type=str | None, default=None,
+                            help="the run's name: TensorBoard logs in ROOT/NAME/version_N, checkpoints in ROOT/NAME/checkpoints, "
+                                 "ROOT being --trainer.default_root_dir or runs (default: the --config file's name; a logger "
+                                 "or ModelCheckpoint the trainer config gives wins)")
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="let a run write into a checkpoint folder that holds another run's checkpoints (deleting them)")
         parser.add_lightning_class_args(Dashboard, "dashboard")  # figures, hparams, embeddings in TensorBoard
+
+    def run_name(self) -> str | None:
+        """--name, else the stem of the first --config file (configs/quickstart.yaml: quickstart)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        configs = config.get("config") or []
+        return config.get("name") or (Path(str(configs[0])).stem if configs else None)
+
+    def run_folders(self, kwargs: dict) -> dict:
+        """A named run logs to TensorBoard in ROOT/NAME and checkpoints in ROOT/NAME/checkpoints
+        (step files at each validation, and last.ckpt) unless the trainer config gives its own;
+        ROOT is --trainer.default_root_dir, else runs."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        name, trainer = self.run_name(), self._get(self.config_init, "trainer", default={})
+        if not name:
+            return kwargs
+        root = Path(trainer.get("default_root_dir") or RUNS)
+        if trainer.get("logger") in (None, True):
+            kwargs["logger"] = TensorBoardLogger(save_dir=root, name=name)
+        callbacks = list(trainer.get("callbacks") or [])
+        if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            every = trainer.get("val_check_interval")
+            callbacks.append(ModelCheckpoint(
+                dirpath=root / name / "checkpoints", filename="{step}", save_last=True,
+                every_n_train_steps=every if isinstance(every, int) and every > 1 else 500,
+                enable_version_counter=False))  # one last.ckpt; a rerun into the folder refuses unless --overwrite
+            kwargs["callbacks"] = callbacks
+        return kwargs
 
     def instantiate_trainer(self, **kwargs):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         from cdlm.run_guards import ExactResume, LossGuard, RunFolderGuard, SaveOnStop
 
-        trainer = super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**self.run_folders(kwargs))
         overwrite = bool(self._get(self.config, "overwrite", default=False))
         resume_from = self._get(self.config, "ckpt_path", default=None)
         trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop()]

@@ -22,7 +22,6 @@ _VALID = {
     "seq_len": (lambda v: v >= 1, "a positive integer"),
     "dropout": (lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
     "loops": (lambda v: v >= 1, "a positive integer"),
-    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "ema_decay": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
 }
 
@@ -250,7 +249,10 @@ class ScoreNetwork(nn.Module):
         temperature: float = 1.0,
         attributes: torch.Tensor | None = None,
         prior_weight: float | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_x0: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, x0). `return_x0=False` skips softmax·E and gives x0 None when `interpolate`
+        (a caller that adjusts the logits first and derives x0 from them itself)."""
         if self.self_condition:
             x0_prev = torch.zeros_like(x_t) if x0_prev is None else x0_prev
             x_in = torch.cat([x_t, x0_prev], dim=-1)
@@ -271,6 +273,8 @@ class ScoreNetwork(nn.Module):
             weight = self.output_prior if prior_weight is None else prior_weight
             logits = logits + weight * self.prior_logits(x_t, log_snr)
         if self.interpolate:
+            if not return_x0:
+                return logits, None
             x0 = torch.softmax(logits / temperature, dim=-1) @ self.embedding.table().float()
         else:
             x0 = self.x0_head(h).float()

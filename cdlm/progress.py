@@ -44,13 +44,16 @@ def _pass_calls(model, method: str, steps: int, t_start: float) -> int | None:
 
 
 def sampling_calls(model, num_samples: int, batch_size: int, settings: dict | None = None,
-                   prefix_tokens: int = 0) -> int | None:
-    """Network calls that `model.sample_ids(num_samples, batch_size=..., **settings)` makes at
-    most (exactly, for the continuous model's fixed-grid solvers), or None when unknown."""
+                   prefix: str | None = None) -> int | None:
+    """Network calls that `model.sample_ids(num_samples, batch_size=..., prefix=prefix, **settings)`
+    makes at most (exactly, for the continuous model's fixed-grid solvers), or None when unknown."""
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     chunks = math.ceil(num_samples / max(batch_size, 1))
     try:
-        if getattr(model, "left_to_right", False):
+        if getattr(model, "left_to_right", False):  # one call a token after the prefix
+            from cdlm.data.tokenizer import encode
+
+            prefix_tokens = len(encode(model.tokenizer, prefix)) if prefix else 0
             return chunks * max(model.hparams.seq_len - prefix_tokens, 0)
         sampler = model.sampler.replace(**settings)
         if hasattr(model, "sde"):  # the continuous model: solver passes, restarts, rounding calls
@@ -63,6 +66,8 @@ def sampling_calls(model, num_samples: int, batch_size: int, settings: dict | No
                 levels = torch.linspace(sampler.restart_log_snr, end, sampler.restarts, dtype=torch.float64)
                 for t in model.sde.t_from_log_snr(levels).tolist():
                     per_chunk += _pass_calls(model, sampler.method, sampler.restart_steps, t) + (sampler.rounding != "last")
+            if sampler.self_condition_scale != 1 and model.net.self_condition:
+                per_chunk = 2 * per_chunk - 1  # two calls a step, but one at the first (no estimate yet)
             return chunks * per_chunk
         return chunks * sampler.steps  # the masked samplers make at most one call a step
     except Exception:  # an invalid setting: sampling itself will say so in one line
@@ -74,6 +79,20 @@ def nll_calls(model, batches: int, num_times: int = 16) -> int:
     if getattr(model, "left_to_right", False):
         return batches
     return batches * (num_times + (1 if hasattr(model, "sde") else 0))  # + the continuous rounding term
+
+
+def eval_calls(model, request, settings: dict, num_samples: int, batch_size: int, data, reference,
+               nll_batches: int, ode_nll: bool) -> int | None:
+    """Network calls of `cdlm.evaluation.evaluate` with these arguments, or None when unknown."""
+    if model.left_to_right and request.beyond_prefix() or ode_nll:
+        return None  # rejection sampling runs for a time budget; the ODE solver is adaptive
+    total = sampling_calls(model, num_samples, batch_size, settings, request.prefix)
+    if total is None:
+        return None
+    total += reference is not None  # gen_ppl: one call of the reference
+    if data is not None and nll_batches > 0:
+        total += nll_calls(model, min(nll_batches, len(data.val_dataloader())))
+    return total
 
 
 @contextlib.contextmanager

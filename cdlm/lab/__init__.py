@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--depth", type=_positive(int), default=None, help="transformer depth (default: the recipe's)")
         c.add_argument("--questions", type=_positive(int), default=None, help="at most this many questions (or sets) per kind")
         c.add_argument("--fit_arg", action="append", default=[], metavar="MODEL:ARG",
-                       help="an extra `cdlm fit` argument for one model kind, e.g. continuous:--model.lr=2e-3")
+                       help="an extra `cdlm fit` argument for one model kind, e.g. continuous:--model.optim.lr=2e-3")
         c.add_argument("--parallel", type=_positive(int), default=2, help="training runs at once")
         c.add_argument("--threads", type=_positive(int), default=1, help="CPU threads per run")
         c.add_argument("--out", default=f"runs/lab/{name}")

@@ -14,7 +14,7 @@ would end at: the curve shows overfitting, not the best run for each epoch count
 from __future__ import annotations
 
 from cdlm.lab import _positive, budget, mean, model_args
-from cdlm.lab.runs import Run, figure, report, train
+from cdlm.lab.runs import Run, checkpoint_of, figure, report, train
 
 VAL_SENTENCES = 1000
 
@@ -65,13 +65,16 @@ def run(a) -> str:
         val = a.out / "val.txt"
         val.write_text("\n".join(val_texts) + "\n")
         data = [f"--data.dataset={path}", f"--data.val_dataset={val}", "--data.tokenizer=word", "--data.seq_len=40", "--data.truncate=true",
-                "--model.val_samples=0", f"--trainer.val_check_interval={a.eval_every}",
-                f"--trainer.callbacks.every_n_train_steps={a.eval_every}", "--trainer.callbacks.save_top_k=-1",
-                "--trainer.callbacks.filename={step}",
-                "--trainer.limit_val_batches=2"]
+                "--model.val_samples=0", f"--trainer.val_check_interval={a.eval_every}", "--trainer.limit_val_batches=2"]
         for name, (kind, extra) in lines.items():
             for s in a.seeds:
-                runs.append(Run(f"{name}_n{size}_s{s}", kind, [*data, *model_args(a, kind), *extra, f"--seed_everything={s}"]))
+                run = f"{name}_n{size}_s{s}"
+                every = [  # every --eval_every steps kept, not only the latest: the curve is the result
+                    "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+                    f"--trainer.callbacks.dirpath={checkpoint_of(a.out, run).parent}", "--trainer.callbacks.filename={step}",
+                    f"--trainer.callbacks.every_n_train_steps={a.eval_every}", "--trainer.callbacks.save_top_k=-1",
+                    "--trainer.callbacks.save_last=true", "--trainer.callbacks.enable_version_counter=false"]
+                runs.append(Run(run, kind, [*data, *every, *model_args(a, kind), *extra, f"--seed_everything={s}"]))
     spent = budget(a, 4000)
     ckpts = train(runs, a.out, spent, a.parallel, a.threads)
     rows, curves = {}, {size: {} for size in sizes}

@@ -39,7 +39,7 @@ def runs_for(a, data: list[str], variants: dict[str, list[str]] | None = None) -
     """One run per model, variant and seed; the continuous model learns to fill around known tokens."""
     runs = []
     for m in a.models:
-        recipe = ["--model.clean_context=0.5"] if m == "continuous" else []
+        recipe = ["--model.training.clean_context=0.5"] if m == "continuous" else []
         for variant, extra in (variants or {"": []}).items():
             for s in a.seeds:
                 name = f"{m}{'_' + variant if variant else ''}_s{s}"

@@ -33,15 +33,29 @@ def fit(config: str, name: str, out: Path, budget: list[str], data_args: list[st
         raise SystemExit(f"cdlm lab: error: {config_path} is missing (the lab runs from a clone of the repository)")
     args = [
         sys.executable, "-m", "cdlm.cli", "fit", f"--config={config_path}", *budget,
-        f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={name}",
-        f"--trainer.callbacks.dirpath={out}/{name}", "--trainer.enable_progress_bar=false", *data_args, *extra,
+        f"--trainer.default_root_dir={out}", f"--name={name}", "--trainer.enable_progress_bar=false", *data_args, *extra,
     ]
     if any(arg.startswith("--trainer.max_time=") and not arg.endswith("=null") for arg in budget):
         args.append("--dashboard.figures=false")  # at equal wall time, figures would be time the AR model does not spend
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     with open(out / f"{name}.log", "w") as log:  # the child holds its own copy of the file
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return proc, out / name / "last.ckpt"
+    return proc, checkpoint_of(out, name)
+
+
+def checkpoint_of(out: Path, name: str) -> Path:
+    """Where `fit` leaves run NAME's last checkpoint."""
+    return Path(out) / name / "checkpoints" / "last.ckpt"
+
+
+def model_init_args(config: str) -> dict:
+    """The model init args configs/CONFIG.yaml gives (its `model:` inline, or the file it names)."""
+    import yaml
+
+    model = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["model"]
+    if isinstance(model, str):  # a piece of the composed config, relative to it
+        model = yaml.safe_load((CONFIGS / model).read_text())
+    return dict(model.get("init_args") or {})
 
 
 def data_digests(args: list[str]) -> dict[str, str]:
@@ -64,7 +78,7 @@ class Run:
     args: list[str] = field(default_factory=list)
 
     def checkpoint(self, out: Path) -> Path:
-        return out / self.name / "last.ckpt"
+        return checkpoint_of(out, self.name)
 
 
 def train(runs: list[Run], out: Path, budget: list[str], parallel: int = 2, threads: int = 1,

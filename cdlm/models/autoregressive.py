@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.sampling.base import Generation
-from cdlm.models.base import LanguageModel, check_optimizer
+from cdlm.models.base import LanguageModel
+from cdlm.models.config import OptimConfig
 from cdlm.networks import CausalLM, check_hparams
 from cdlm.data.tokenizer import encode
 
@@ -24,9 +25,7 @@ class AutoregressiveLM(LanguageModel):
         seq_len: sequence length (must equal the data module's).
         width, depth, heads, dropout: the transformer (same backbone as DiffusionLM's).
         loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
-        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
-        optimizer: "adamw", or "muon" (Muon for the blocks' weight matrices, AdamW for the rest;
-            `cdlm.models.base.LanguageModel.make_optimizer`), as DiffusionLM's.
+        optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI). The baseline is not
@@ -46,20 +45,16 @@ class AutoregressiveLM(LanguageModel):
         heads: int = 4,
         dropout: float = 0.0,
         loops: int = 1,
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 200,
-        min_lr_ratio: float = 0.05,
-        optimizer: str = "adamw",
+        optim: OptimConfig | None = None,
         sample_temperature: float = 1.0,
         val_samples: int = 64,
         attributes: list[str] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes)
-        check_hparams(seq_len=seq_len, lr=lr)  # the network checks its own sizes
-        check_optimizer(optimizer)
+        super().__init__(tokenizer_json, attributes, optim)
+        check_hparams(seq_len=seq_len)  # the network checks its own sizes
         self.save_hyperparameters()
+        self.store_groups()
         self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout, loops)
 
     def shifted(self, ids: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,19 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from cdlm.data import corpus
 from cdlm.control.attributes import AttributeVocab, parse_attributes
+from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
+
+
+def flat_hparams(hparams: dict) -> dict:
+    """Hyperparameters with each group's fields under "group.field", for comparing and reporting."""
+    out = {}
+    for key, value in hparams.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
 
 
 def training_progress(trainer) -> float:
@@ -32,16 +44,8 @@ def training_progress(trainer) -> float:
     return min(1.0, max(fractions)) if fractions else 0.0
 
 
-OPTIMIZERS = ("adamw", "muon")  # the `optimizer` hyperparameter of every language model
-
-
-def check_optimizer(name: str) -> None:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-
-
 def muon_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """What `optimizer="muon"` gives Muon: the 2-D weight matrices inside the transformer blocks
+    """What `optim.name="muon"` gives Muon: the 2-D weight matrices inside the transformer blocks
     (attention, MLP, adaLN modulation). Embeddings, positions, heads, the input and time layers,
     norms and biases stay with AdamW: Muon orthogonalises hidden-to-hidden updates only."""
     return [p for n, p in net.named_parameters() if n.startswith("backbone.blocks.") and p.ndim == 2]
@@ -139,7 +143,7 @@ class StepModule(L.LightningModule):
         from cdlm.checkpoints import check_state_dict
 
         saved = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
-        mine = dict(self.hparams)
+        saved, mine = flat_hparams(self.upgrade_hparams(saved)), flat_hparams(dict(self.hparams))
         if "tokenizer_json" in saved and mine.get("tokenizer_json") is not None and saved["tokenizer_json"] != mine["tokenizer_json"] \
                 and load_tokenizer(saved["tokenizer_json"]).get_vocab() != load_tokenizer(mine["tokenizer_json"]).get_vocab():
             raise ValueError("the data's tokenizer differs from the checkpoint's: every token id would change meaning; "
@@ -151,10 +155,10 @@ class StepModule(L.LightningModule):
         except ValueError as err:
             diff = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
             raise ValueError(f"cannot resume: {err}" + (f"; changed: {diff}" if diff else "")) from None
-        before, now = saved.get("optimizer", "adamw"), mine.get("optimizer", "adamw")
-        if "optimizer" in mine and before != now:  # the optimizer state is the checkpoint's optimizer's
+        before, now = saved.get("optim.name", "adamw"), mine["optim.name"]
+        if before != now:  # the optimizer state is the checkpoint's optimizer's
             raise ValueError(f"cannot resume: the run was trained with optimizer {before!r}, whose state "
-                             f"{now!r} cannot take; start a new run or keep --model.optimizer={before}")
+                             f"{now!r} cannot take; start a new run or keep --model.optim.name={before}")
         self._resume_changes = changed
 
     def on_train_start(self) -> None:
@@ -196,14 +200,29 @@ class LanguageModel(StepModule):
     `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
+    GROUPS = ("optim",)  # the hyperparameter groups the constructor takes (`cdlm.models.config`)
 
-    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None):
+    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):
         super().__init__()
+        self.optim = OptimConfig.of(optim)
         if tokenizer_json is None:
             raise ValueError(f"{type(self).__name__} needs a tokenizer (JSON string); the CLI takes it from the data module")
         self.tokenizer = load_tokenizer(tokenizer_json)
         self.pad_id = self.tokenizer.token_to_id(PAD)
         self.attribute_vocab = AttributeVocab(attributes) if attributes else None
+
+    def store_groups(self, **groups) -> None:
+        """After `save_hyperparameters`: the groups as plain values, so that checkpoints load with
+        weights_only (`self.optim` and the like are the validated objects)."""
+        for name in self.GROUPS:
+            self.hparams[name] = getattr(self, name).as_dict()
+        for name, config in groups.items():
+            self.hparams[name] = config.as_dict()
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict) -> dict:
+        """A checkpoint's hyperparameters from before the groups, with the flat names folded in."""
+        return upgrade_flat_hparams(hparams, cls.GROUPS)
 
     # the networks that `--model.compile` compiles when assigned (EMA included)
     COMPILED_NETWORKS = ("net", "ema")
@@ -227,8 +246,8 @@ class LanguageModel(StepModule):
         return [{"params": list(self.net.parameters())}]
 
     def configure_optimizers(self):
-        h = self.hparams
-        opt = self.make_optimizer(h.get("optimizer", "adamw"))
+        h = self.optim
+        opt = self.make_optimizer(h.name)
 
         def factor(step: int) -> float:
             if step < h.warmup_steps:
@@ -242,10 +261,9 @@ class LanguageModel(StepModule):
     def make_optimizer(self, name: str) -> torch.optim.Optimizer:
         """AdamW over `param_groups()`, or ("muon") the same groups split: `muon_parameters` to
         Muon, the rest to AdamW, each keeping its group's settings (e.g. the embedding lr)."""
-        h, betas = self.hparams, (0.9, 0.99)
+        h, betas = self.optim, (0.9, 0.99)
         if name == "adamw":
             return torch.optim.AdamW(self.param_groups(), lr=h.lr, weight_decay=h.weight_decay, betas=betas)
-        check_optimizer(name)
         matrices = {id(p) for p in muon_parameters(self.net)}
         muon, adamw = [], []
         for group in self.param_groups():
@@ -282,8 +300,14 @@ class DiffusionBase(LanguageModel):
     sampling, the training texts' length distribution (`length="data"`), and attribute
     conditions (requests, their encoding, and the dropout that trains the unconditional model
     classifier-free guidance needs). Subclasses build `self.net`, then call `init_ema()`, and
-    declare the hyperparameters used here: ema_decay, length_counts, condition_dropout,
-    attribute_dropout."""
+    declare the hyperparameters used here: ema_decay, length_counts, conditioning."""
+
+    GROUPS = ("optim", "conditioning")
+
+    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None,
+                 optim: OptimConfig | None = None, conditioning: ConditioningConfig | None = None):
+        super().__init__(tokenizer_json, attributes, optim)
+        self.conditioning = ConditioningConfig.of(conditioning)
 
     def init_ema(self) -> None:
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -333,7 +357,7 @@ class DiffusionBase(LanguageModel):
     def drop_attributes(self, attributes: torch.Tensor) -> torch.Tensor:
         """Training conditions: each attribute dropped with `attribute_dropout`, all of an
         example's with `condition_dropout` (the unconditional model, for guidance)."""
-        h = self.hparams
+        h = self.conditioning
         keep = torch.rand(attributes.shape, device=attributes.device) >= h.attribute_dropout
         keep &= torch.rand(attributes.shape[0], 1, device=attributes.device) >= h.condition_dropout
         return attributes * keep

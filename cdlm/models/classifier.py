@@ -37,9 +37,9 @@ class AttributeClassifier(StepModule):
         diffusion: what was read from `diffusion_ckpt` (embedding shape, schedule); leave it
             unset, a reloaded classifier carries it.
 
-    From the CLI, arguments that DiffusionLM also has (width, depth, heads, lr, weight_decay,
-    warmup_steps) keep DiffusionLM's values unless given: jsonargparse carries init args across
-    a change of class_path. The defaults here equal DiffusionLM's, so either way they hold.
+    From the CLI, arguments that DiffusionLM also has (width, depth, heads) keep DiffusionLM's
+    values unless given: jsonargparse carries init args across a change of class_path. The
+    defaults here equal DiffusionLM's, so either way they hold.
     """
 
     def __init__(
@@ -57,8 +57,9 @@ class AttributeClassifier(StepModule):
         diffusion: dict | None = None,
     ):
         super().__init__()
-        from cdlm.models.diffusion import make_sde
-        from cdlm.checkpoints import read_checkpoint
+        from cdlm.checkpoints import model_name, read_checkpoint
+        from cdlm.models.config import DiffusionTraining
+        from cdlm.models.diffusion import DiffusionLM, make_sde
 
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")
@@ -67,17 +68,17 @@ class AttributeClassifier(StepModule):
             if diffusion_ckpt is None:
                 raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint)")
             ckpt = read_checkpoint(diffusion_ckpt)
-            h = ckpt["hyper_parameters"]
-            if "schedule" not in h:
+            if model_name(ckpt, diffusion_ckpt) != "DiffusionLM":
                 raise ValueError(f"checkpoint {diffusion_ckpt!r} is not a DiffusionLM checkpoint")
+            h = DiffusionLM.upgrade_hparams(ckpt["hyper_parameters"])
             if tokenizer_json is not None and _vocab(tokenizer_json) != _vocab(h["tokenizer_json"]):
                 raise ValueError(f"the data's tokenizer differs from the one in {diffusion_ckpt!r}; use the same data settings")
             if h["seq_len"] != seq_len:
                 raise ValueError(f"seq_len={seq_len} but {diffusion_ckpt!r} was trained with seq_len={h['seq_len']}")
             table = self._embedding_table(ckpt)
-            diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": h["schedule"],
-                         "log_snr_min": h["log_snr_min"], "log_snr_max": h["log_snr_max"],
-                         "noise_scale": h.get("noise_scale", 1.0)}
+            t = DiffusionTraining.of(h.get("training"))
+            diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": t.schedule,
+                         "log_snr_min": t.log_snr_min, "log_snr_max": t.log_snr_max, "noise_scale": t.noise_scale}
         self.save_hyperparameters()
         self.hparams.diffusion = diffusion
         self.attribute_vocab = AttributeVocab(attributes)

@@ -12,12 +12,11 @@ import solvers
 from cdlm.control.constraints import build_constraints
 from cdlm.sampling.continuous import generate_ids
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
-from cdlm.models.base import DiffusionBase, check_optimizer
+from cdlm.models.base import DiffusionBase
+from cdlm.models.config import SCHEDULES, ConditioningConfig, DiffusionTraining, OptimConfig, upgrade_flat_hparams
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.models.time_warp import LossWarp
 
-SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
-TIME_SAMPLINGS = ("stratified", "uniform", "warped", "logit_normal")
 
 
 class NoiseScaledVPSDE(solvers.VPFamilySDE):
@@ -73,62 +72,29 @@ class DiffusionLM(DiffusionBase):
         width, depth, heads, dropout: the transformer score network.
         loops: run the network's blocks this many times with tied weights (`cdlm.networks.Backbone`).
         normalize_embeddings: keep every embedding at norm sqrt(d).
-        learn_embeddings: train the embeddings jointly (False keeps the random initial ones).
         interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
-        self_condition: probability of self-conditioning a training batch (0 disables it).
-        mse_weight: weight of the x0 regression term beside the cross-entropy.
-        clean_context: probability that a training batch gives a random subset of its tokens
-            clean (a uniform-random fraction per sequence), teaching the network to generate
-            around known tokens: anchors, infilling, and confidence-ordered commitment.
-        clean_padding: probability that a training batch gives its padding clean (no loss
-            there): the model learns text given its length, and sampling at a given length
-            (`length=N` or "data") shows it the padding clean instead of noised.
-        schedule: noise schedule, "log_linear" (log-SNR linear in t between
-            log_snr_max and log_snr_min), "linear" (Song et al.'s VP), "cosine" or "sqrt"
-            (Diffusion-LM).
-        time_sampling: "stratified" (one t per batch stratum), "uniform", "warped"
-            (stratified, then warped by the running loss curve as in CDCD; `cdlm.models.time_warp`),
-            or "logit_normal" (ELF: t = sigmoid(time_mean + time_std·z), z ~ N(0, 1), drawn
-            stratified through the normal quantile). "warped" is already LangFlow's
-            information-uniform proposal: times follow the slope of the loss curve, so equal
-            shares of training times cover equal drops in cross-entropy (but for the 20% kept
-            uniform; see `LossWarp`), whatever the parameterisation (t or log-SNR) it is fit in.
-        time_mean, time_std: the logit-normal's location and scale (time_sampling="logit_normal").
-        noise_scale: ELF's noise scale k: every noise level k times noisier, as the log-SNR
-            lowered by 2 log k (exactly ELF's x_t up to a rescaling that keeps it VP; see
-            `NoiseScaledVPSDE`), so the bound and the samplers use the same SDE. 1 is off.
         output_prior: weight w of the closed-form skip logits c·x_t·Eᵀ, c = α/σ² (Plaid,
             LangFlow), added to the network's logits: with equal-norm embeddings their softmax
             is the exact posterior p(token | x_t), so the network only learns what context adds.
-            0 is off; sampling and the bound use the full weight.
-        output_prior_ramp_steps: training steps over which the weight rises linearly from 0 to
-            `output_prior` (0: full from the start), so the network is not swamped early on.
-        hybrid_corruption: probability that a training sequence is corrupted CANDI-style: a
-            uniform-random fraction of its tokens kept clean, the others noised each at its own
-            time from the proposal. It decouples how many tokens are known from how noisy the
-            rest are (one t per sequence ties them); models so trained see known tokens clean.
-            Such sequences have no one time, so the loss warp learns from the others only.
-        optimizer: "adamw", or "muon": torch.optim.Muon (lr matched to AdamW's RMS) for the 2-D
-            weight matrices of the transformer blocks, AdamW for embeddings, heads, norms,
-            biases and the time/input layers (`cdlm.models.base.LanguageModel.make_optimizer`).
-        lr, embedding_lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up
-            and cosine decay over the run (by max_steps or max_time); embedding_lr=None uses lr.
+            0 is off; sampling and the bound use the full weight (training may ramp it in:
+            `training.output_prior_ramp_steps`).
+        training: how the model is trained (`cdlm.models.config.DiffusionTraining`): the noise
+            schedule, the time proposal, clean tokens, self-conditioning, the loss.
+        optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`).
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sampler: the default sampler settings (`cdlm.sampling.settings.SamplerConfig`) of
-            `generate`, validation samples and `cdlm sample`/`eval`; a mapping of its fields works too.
+            `generate`, validation samples and `cdlm sample`/`eval`.
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
             `condition_column`): the network is then conditioned on each text's attributes.
-        condition_dropout: probability that a training example's attributes are all dropped,
-            which trains the unconditional model classifier-free guidance needs.
-        attribute_dropout: probability that each attribute is dropped on its own, so that any
-            subset (e.g. just food=french) is a condition the model knows.
-        guidance_scale: default classifier-free guidance scale s: log-probabilities
-            log p_u + s (log p_c - log p_u); 1 is the plain conditional model, 0 unconditional.
+        conditioning: how attributes are learnt and guided (`cdlm.models.config.ConditioningConfig`).
         length_counts: how many training texts have 0..seq_len tokens, filled in from the data
             module when training starts; `generate(length="data")` draws lengths from it.
         compile: run the network and its EMA under torch.compile (measured slower on CPU; see
             benchmarks/bench_throughput.py).
+
+    Each group (`training`, `optim`, `sampler`, `conditioning`) takes its config object or a
+    mapping of its fields, and is stored in `hparams` as plain values.
     """
 
     def __init__(
@@ -142,60 +108,27 @@ class DiffusionLM(DiffusionBase):
         dropout: float = 0.0,
         loops: int = 1,
         normalize_embeddings: bool = True,
-        learn_embeddings: bool = True,
         interpolate: bool = True,
-        self_condition: float = 0.5,
-        mse_weight: float = 0.0,
-        clean_context: float = 0.0,
-        clean_padding: float = 0.0,
-        schedule: str = "log_linear",
-        log_snr_min: float = -6.0,
-        log_snr_max: float = 2.0,
-        time_sampling: str = "stratified",
-        time_mean: float = 0.0,
-        time_std: float = 1.0,
-        noise_scale: float = 1.0,
         output_prior: float = 0.0,
-        output_prior_ramp_steps: int = 0,
-        hybrid_corruption: float = 0.0,
-        optimizer: str = "adamw",
-        lr: float = 2e-3,
-        embedding_lr: float | None = None,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 200,
-        min_lr_ratio: float = 0.05,
+        training: DiffusionTraining | None = None,
+        optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
         sampler: SamplerConfig | None = None,
         val_samples: int = 64,
         attributes: list[str] | None = None,
-        condition_dropout: float = 0.1,
-        attribute_dropout: float = 0.3,
-        guidance_scale: float = 1.0,
+        conditioning: ConditioningConfig | None = None,
         length_counts: list[int] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes)
-        if time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
-        check_optimizer(optimizer)
-        for name, value, ok, must_be in (
-            ("time_mean", time_mean, math.isfinite(time_mean), "a finite number"),
-            ("time_std", time_std, math.isfinite(time_std) and time_std > 0, "a finite number > 0"),
-            ("output_prior", output_prior, math.isfinite(output_prior) and output_prior >= 0, "a finite number >= 0"),
-            ("output_prior_ramp_steps", output_prior_ramp_steps, output_prior_ramp_steps >= 0, "an integer >= 0"),
-        ):
-            if not ok:
-                raise ValueError(f"{name} must be {must_be}, got {value}")
+        super().__init__(tokenizer_json, attributes, optim, conditioning)
+        if not (math.isfinite(output_prior) and output_prior >= 0):
+            raise ValueError(f"output_prior must be a finite number >= 0, got {output_prior}")
         self.sampler = SamplerConfig.of(sampler)
-        check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
-        for name, p in (("self_condition", self_condition), ("condition_dropout", condition_dropout),
-                        ("attribute_dropout", attribute_dropout), ("clean_context", clean_context),
-                        ("clean_padding", clean_padding), ("hybrid_corruption", hybrid_corruption)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
+        self.training_config = t = DiffusionTraining.of(training)
+        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network checks its own sizes
         self.save_hyperparameters()
-        self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
-        self.sde = make_sde(schedule, log_snr_min, log_snr_max, noise_scale)
+        self.store_groups(sampler=self.sampler, training=t)
+        self.sde = make_sde(t.schedule, t.log_snr_min, t.log_snr_max, t.noise_scale)
         self.net = ScoreNetwork(
             vocab_size=self.tokenizer.get_vocab_size(),
             embed_dim=embed_dim,
@@ -206,29 +139,30 @@ class DiffusionLM(DiffusionBase):
             dropout=dropout,
             normalize_embeddings=normalize_embeddings,
             interpolate=interpolate,
-            self_condition=self_condition > 0,
+            self_condition=t.self_condition > 0,
             num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
             loops=loops,
             output_prior=output_prior,
         )
-        self.net.embedding.weight.requires_grad_(learn_embeddings)
+        self.net.embedding.weight.requires_grad_(t.learn_embeddings)
         self.init_ema()
-        self.time_warp = LossWarp() if time_sampling == "warped" else None
+        self.time_warp = LossWarp() if t.time_sampling == "warped" else None
 
     @staticmethod
     def upgrade_hparams(hparams: dict) -> dict:
-        """Hyperparameters of checkpoints from before `SamplerConfig`: the flat sampler names fold into `sampler`."""
+        """Hyperparameters of checkpoints from before the groups: flat names fold into `sampler`,
+        `training`, `optim` and `conditioning`."""
         legacy = {LEGACY_NAMES[k]: v for k, v in hparams.items() if k in LEGACY_NAMES}
-        if not legacy:
-            return hparams
-        rest = {k: v for k, v in hparams.items() if k not in LEGACY_NAMES}
-        return {**rest, "sampler": {**legacy, **(hparams.get("sampler") or {})}}
+        if legacy:
+            rest = {k: v for k, v in hparams.items() if k not in LEGACY_NAMES}
+            hparams = {**rest, "sampler": {**legacy, **(hparams.get("sampler") or {})}}
+        return upgrade_flat_hparams(hparams, ("training", "optim", "conditioning"))
 
     # ---------------------------------------------------------------- training
     def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
         """Training times [B]; `warped=False` skips the proposal (loss warp, logit-normal):
         validation compares variants at the same times."""
-        if self.hparams.time_sampling == "uniform":
+        if self.training_config.time_sampling == "uniform":
             return torch.rand(batch, device=self.device, dtype=torch.float64)
         # one draw per stratum: same marginal, lower-variance batch loss
         u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
@@ -237,7 +171,7 @@ class DiffusionLM(DiffusionBase):
 
     def propose(self, u: torch.Tensor) -> torch.Tensor:
         """Uniform u in [0, 1) (any shape) → training times from the time proposal."""
-        h = self.hparams
+        h = self.training_config
         if self.time_warp is not None:
             return self.time_warp.warp(u)
         if h.time_sampling == "logit_normal":
@@ -248,9 +182,9 @@ class DiffusionLM(DiffusionBase):
     def prior_weight(self, step: int | None = None) -> float:
         """The output prior's training weight at `step` (default: the current one): `output_prior`
         ramped linearly from 0 over `output_prior_ramp_steps`."""
-        h = self.hparams
+        ramp = self.training_config.output_prior_ramp_steps
         step = self.global_step if step is None else step
-        return h.output_prior * (min(1.0, step / h.output_prior_ramp_steps) if h.output_prior_ramp_steps else 1.0)
+        return self.hparams.output_prior * (min(1.0, step / ramp) if ramp else 1.0)
 
     def hybrid_corrupt(self, ids: torch.Tensor, t: torch.Tensor, known: torch.Tensor | None):
         """CANDI-style corruption: per-token times [B, L] and clean positions [B, L], where each
@@ -258,7 +192,7 @@ class DiffusionLM(DiffusionBase):
         clean and noises the others each at its own time from the proposal; the other sequences
         keep their t [B] and `known`. Also returns which sequences [B] were so corrupted."""
         B, L = ids.shape
-        rows = torch.rand(B, device=ids.device) < self.hparams.hybrid_corruption
+        rows = torch.rand(B, device=ids.device) < self.training_config.hybrid_corruption
         own = self.propose(torch.rand(B, L, device=ids.device, dtype=torch.float64))
         times = torch.where(rows[:, None], own, t[:, None])
         clean = rows[:, None] & (torch.rand(B, L, device=ids.device) < torch.rand(B, 1, device=ids.device))
@@ -298,7 +232,7 @@ class DiffusionLM(DiffusionBase):
         """Positions [B, L] to give clean in a training batch, or None: with probability
         `clean_context` a uniform-random fraction of each sequence's tokens, and with
         probability `clean_padding` its padding."""
-        h, known = self.hparams, None
+        h, known = self.training_config, None
         if h.clean_context > 0 and torch.rand(()) < h.clean_context:
             known = torch.rand(ids.shape, device=ids.device) < torch.rand(ids.shape[0], 1, device=ids.device)
         if h.clean_padding > 0 and torch.rand(()) < h.clean_padding:
@@ -377,25 +311,25 @@ class DiffusionLM(DiffusionBase):
         if attributes is not None and stage == "train":
             attributes = self.drop_attributes(attributes)
         t = self.sample_times(ids.shape[0], warped=stage == "train")
-        use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.hparams.self_condition
+        use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.training_config.self_condition
         context = known = self.sample_known(ids) if stage == "train" else None
         times, hybrid = t, None
-        if stage == "train" and self.hparams.hybrid_corruption > 0:
+        if stage == "train" and self.training_config.hybrid_corruption > 0:
             times, known, hybrid = self.hybrid_corrupt(ids, t, known)
-        prior_weight = self.prior_weight() if self.hparams.output_prior_ramp_steps else None
+        prior_weight = self.prior_weight() if self.training_config.output_prior_ramp_steps else None
         ce, mse = self.diffusion_loss(self.net, ids, times, use_sc, known, attributes, prior_weight)
         if self.time_warp is not None and stage == "train" and context is None:
             plain = slice(None) if hybrid is None else ~hybrid  # the sequences at one time each
             self.time_warp.update(t[plain], ce.detach()[plain])
-        loss = ce.mean() + self.hparams.mse_weight * mse.mean()
+        loss = ce.mean() + self.training_config.mse_weight * mse.mean()
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         self.log(f"{stage}/ce", ce.mean(), on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 
     def param_groups(self) -> list[dict]:
-        h = self.hparams
+        h = self.training_config
         rest = [p for n, p in self.net.named_parameters() if not n.startswith("embedding.")]
-        emb = {"params": [self.net.embedding.weight], "lr": h.embedding_lr or h.lr, "weight_decay": 0.0}
+        emb = {"params": [self.net.embedding.weight], "lr": h.embedding_lr or self.optim.lr, "weight_decay": 0.0}
         return [{"params": rest}, emb] if h.learn_embeddings else [{"params": rest}]
 
     # ---------------------------------------------------------------- sampling
@@ -426,7 +360,8 @@ class DiffusionLM(DiffusionBase):
         The gradient moves x0, so the tokens are then read off x0 (rounding "nearest") when the
         model's default is "last". `clean_known`/`clean_pad` override whether known tokens and
         padding are shown clean (by default, as the model was trained); `solver_options` go to
-        `solvers.sample` (e.g. rtol for adaptive methods).
+        `solvers.sample` (e.g. rtol for adaptive methods). `trim_padding`/`group_lengths`: cost
+        cuts of `cdlm.sampling.continuous.generate_ids` (off: they change samples).
         """
         h = self.hparams
         sampler = self.sampler.replace(**settings)
@@ -438,7 +373,7 @@ class DiffusionLM(DiffusionBase):
                                  "and no attribute classifier was given")
             if self.attribute_vocab is not None:
                 options["attributes"] = self.attribute_vocab.encode(requests).to(self.device)
-                options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
+                options["guidance_scale"] = self.conditioning.guidance_scale if guidance_scale is None else guidance_scale
             if classifier is not None:
                 # the classifier moves x0; rounding "last" reads only the network's logits
                 if sampler.rounding == "last":
@@ -454,8 +389,9 @@ class DiffusionLM(DiffusionBase):
         if any(c is not None for c in (anchors, prefix, suffix, template, length)):
             c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
             options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
-        options["clean_known"] = (h.clean_context > 0 or h.hybrid_corruption > 0) if clean_known is None else clean_known
-        options["clean_pad"] = h.clean_padding > 0 if clean_pad is None else clean_pad
+        t = self.training_config
+        options["clean_known"] = (t.clean_context > 0 or t.hybrid_corruption > 0) if clean_known is None else clean_known
+        options["clean_pad"] = t.clean_padding > 0 if clean_pad is None else clean_pad
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)

@@ -9,13 +9,13 @@ unmasks from all-mask (`cdlm.sampling.masked`).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
 from cdlm.control.constraints import build_constraints
-from cdlm.models.base import DiffusionBase, check_optimizer
+from cdlm.models.base import DiffusionBase
+from cdlm.models.config import ConditioningConfig, OptimConfig
 from cdlm.networks import MaskedNetwork, check_hparams
 from cdlm.sampling.masked import SCHEDULES, alpha, generate_masked, nelbo_weight
 from cdlm.sampling.settings import MaskedSamplerConfig
@@ -43,9 +43,7 @@ class MaskedDiffusionLM(DiffusionBase):
             "llada": a masking ratio t ~ U(ε, 1) per sequence, cross-entropies divided by t.
             Both estimate the same NELBO per token, and coincide for log_linear but for the
             stratification.
-        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with warm-up and cosine decay.
-        optimizer: "adamw", or "muon" (Muon for the blocks' weight matrices, AdamW for the rest;
-            `cdlm.models.base.LanguageModel.make_optimizer`), as DiffusionLM's.
+        optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
         sampler: the default sampler settings (`cdlm.sampling.settings.MaskedSamplerConfig`:
             method, steps, temperature, block_length, threshold) of `generate`, validation
@@ -53,9 +51,7 @@ class MaskedDiffusionLM(DiffusionBase):
         val_samples: samples generated and logged at each validation (0 disables).
         attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
             `condition_column`): the network is then conditioned on each text's attributes.
-        condition_dropout, attribute_dropout: probabilities that all of an example's attributes,
-            or each one, are dropped in training (the unconditional model guidance needs).
-        guidance_scale: default classifier-free guidance scale s: log p_u + s (log p_c - log p_u).
+        conditioning: how attributes are learnt and guided (`cdlm.models.config.ConditioningConfig`).
         length_counts: how many training texts have 0..seq_len tokens, filled in from the data
             module when training starts; `generate(length="data")` draws lengths from it.
         compile: run the network and its EMA under torch.compile (measured slower on CPU; see
@@ -76,36 +72,24 @@ class MaskedDiffusionLM(DiffusionBase):
         loops: int = 1,
         schedule: str = "log_linear",
         objective: str = "mdlm",
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 200,
-        min_lr_ratio: float = 0.05,
-        optimizer: str = "adamw",
+        optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
         sampler: MaskedSamplerConfig | None = None,
         val_samples: int = 64,
         attributes: list[str] | None = None,
-        condition_dropout: float = 0.1,
-        attribute_dropout: float = 0.3,
-        guidance_scale: float = 1.0,
+        conditioning: ConditioningConfig | None = None,
         length_counts: list[int] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes)
+        super().__init__(tokenizer_json, attributes, optim, conditioning)
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
-        for name, p in (("condition_dropout", condition_dropout), ("attribute_dropout", attribute_dropout)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1], got {p}")
-        check_hparams(seq_len=seq_len, lr=lr, ema_decay=ema_decay)  # the network checks its own sizes
-        check_optimizer(optimizer)
+        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network checks its own sizes
         self.sampler = MaskedSamplerConfig.of(sampler)
         self.save_hyperparameters()
-        self.hparams.sampler = self.sampler.as_dict()  # plain values: checkpoints load with weights_only
+        self.store_groups(sampler=self.sampler)
         self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout,
                                  num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0, loops=loops)
         self.mask_id = self.net.mask_id
@@ -202,7 +186,7 @@ class MaskedDiffusionLM(DiffusionBase):
         options = {}
         if attributes is not None:
             options["attributes"] = self.attribute_rows(attributes, num_samples)
-            options["guidance_scale"] = h.guidance_scale if guidance_scale is None else guidance_scale
+            options["guidance_scale"] = self.conditioning.guidance_scale if guidance_scale is None else guidance_scale
         elif guidance_scale is not None:
             raise ValueError("guidance_scale guides towards attributes: give attributes too")
         if length == "data":
@@ -217,6 +201,7 @@ class MaskedDiffusionLM(DiffusionBase):
         self.eval()
         try:
             return generate_masked(self.ema if use_ema else self.net, num_samples, h.seq_len, sampler,
-                                   schedule=h.schedule, generator=generator, batch_size=batch_size, **options)
+                                   schedule=h.schedule, generator=generator, batch_size=batch_size,
+                                   **options)
         finally:
             self.train(was_training)

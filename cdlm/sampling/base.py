@@ -17,3 +17,34 @@ def most_confident(confidence: torch.Tensor, free: torch.Tensor, count: torch.Te
     """Mask [B, L] of each row's `count` [B] free positions of highest `confidence` [B, L]."""
     rank = confidence.masked_fill(~free, -1.0).argsort(1, descending=True).argsort(1)
     return (rank < count[:, None]) & free
+
+
+def content_lengths(known: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """[B]: each row of known ids [B, L] (-1 free) less its trailing run of known padding: the
+    positions its sampler decides or that carry imposed tokens."""
+    tail = (known == pad_id).flip(1).long().cumprod(1).sum(1)
+    return known.shape[1] - tail
+
+
+def network_length(known: torch.Tensor | None, pad_id: int) -> int | None:
+    """How many leading positions the network must see for a batch with known ids [B, L] when
+    trimming padding: the longest row's content (at least 1); None when nothing can be cut."""
+    if known is None:
+        return None
+    keep = max(1, int(content_lengths(known, pad_id).max()))
+    return keep if keep < known.shape[1] else None
+
+
+def length_order(num_samples: int, seq_len: int, known_ids: torch.Tensor | None, lengths: torch.Tensor | None,
+                 pad_id: int) -> torch.Tensor | None:
+    """A stable order [num_samples] of the samples by content length (shortest first), so that
+    batches hold samples of similar length; None when every sample has the same."""
+    known = torch.full((num_samples, seq_len), -1, dtype=torch.long)
+    if known_ids is not None:
+        known = known_ids.cpu().expand(num_samples, seq_len).clone()
+    if lengths is not None:
+        known[torch.arange(seq_len)[None] >= lengths.cpu()[:, None]] = pad_id
+    content = content_lengths(known, pad_id)
+    if bool((content == content[0]).all()):
+        return None
+    return torch.sort(content, stable=True).indices

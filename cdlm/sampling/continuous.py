@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 import solvers
-from cdlm.sampling.base import Generation, most_confident
+from cdlm.sampling.base import Generation, length_order, most_confident, network_length
 from cdlm.sampling.settings import SamplerConfig
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
 
@@ -42,7 +42,15 @@ class Denoiser:
     With a `classifier` (`cdlm.models.classifier.AttributeClassifier`) and its `classifier_targets`
     [B, A], the gradient of log p(targets | x_t) joins the score with weight `classifier_scale`:
     as score = (α x0 - x_t) / σ², x0 moves by scale · σ²/α · ∇ log p (classifier guidance).
+
+    With `network_len` the network sees only the first that many positions: the rest must be
+    known padding for every row, whose outputs are imposed anyway (`generate_ids(trim_padding=True)`).
+    The network was trained on full-length sequences, so this is an approximation, not exact.
     """
+
+    # The network's x0 is skipped when the logits are adjusted (bias, banned padding, guidance)
+    # and x0 is derived from them again: exact; False recomputes it, for measuring the saving.
+    skip_unused_x0 = True
 
     def __init__(self, net: ScoreNetwork, sde, temperature: float = 1.0, self_condition: bool = True,
                  known_ids: torch.Tensor | None = None, clean_known: bool = False, commit: bool = False,
@@ -50,8 +58,9 @@ class Denoiser:
                  attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
                  classifier=None, classifier_targets: torch.Tensor | None = None, classifier_scale: float = 1.0,
                  pad_banned: torch.Tensor | None = None, pad_id: int = 0, clean_pad: bool = False,
-                 self_condition_scale: float = 1.0):
+                 self_condition_scale: float = 1.0, network_len: int | None = None):
         self.net, self.sde, self.temperature = net, sde, temperature
+        self.network_len = network_len
         self.self_condition_scale = self_condition_scale
         self.self_condition = self_condition and net.self_condition
         self.known_ids, self.clean_known, self.clean_pad, self.commit = known_ids, clean_known, clean_pad, commit
@@ -72,6 +81,11 @@ class Denoiser:
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.denoise(x_t, t)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """`__call__` with gradients left on: distillation trains a student through exactly
+        what sampling will run (`cdlm.models.distilled`)."""
         log_snr = self.sde.log_snr(t).to(x_t.dtype)
         prev = self.x0_prev if self.self_condition and self.x0_prev is not None else None
         if prev is not None and prev.shape != x_t.shape:  # adaptive integrators may change batch views
@@ -96,14 +110,15 @@ class Denoiser:
                 x_in = torch.where(clean[..., None], e_known, x_in)
                 lam = torch.where(clean, torch.full(mask.shape, CLEAN_LOG_SNR, dtype=x_t.dtype, device=x_t.device),
                                   log_snr[:, None])
-        logits, x0 = self._self_guided(x_in, lam, prev)
-        if self.logit_bias is not None or self.pad_banned is not None:
+        adjusted = self.logit_bias is not None or self.pad_banned is not None
+        logits, x0 = self._self_guided(x_in, lam, prev, need_x0=not adjusted)
+        if adjusted:
             if self.logit_bias is not None:
                 logits = logits + self.logit_bias
             if self.pad_banned is not None:
                 logits[..., self.pad_id] = logits[..., self.pad_id].masked_fill(self.pad_banned, float("-inf"))
             if self.net.interpolate:
-                x0 = (torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()).to(x0.dtype)
+                x0 = (torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()).to(x_in.dtype)
         if self.classifier is not None and self.classifier_scale:
             x0 = x0 + self._classifier_shift(x_in, t, log_snr)
         if mask.any():
@@ -124,11 +139,12 @@ class Denoiser:
         factor = (sigma**2 / alpha).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
         return (self.classifier_scale * factor * grad).to(x_t.dtype)
 
-    def _self_guided(self, x_in, lam, prev):
+    def _self_guided(self, x_in, lam, prev, need_x0: bool = True):
         s = self.self_condition_scale
         if s == 1.0 or prev is None:
-            return self._network(x_in, lam, prev)
-        with_sc, without = self._network(x_in, lam, prev), self._network(x_in, lam, None)
+            return self._network(x_in, lam, prev, need_x0)
+        # with interpolation x0 follows from the guided logits: neither call's own x0 is needed
+        with_sc, without = self._network(x_in, lam, prev, False), self._network(x_in, lam, None, False)
         logits = without[0] + s * (with_sc[0] - without[0])
         if self.net.interpolate:
             x0 = torch.softmax(logits / self.temperature, -1) @ self.net.embedding.table().float()
@@ -136,16 +152,31 @@ class Denoiser:
             x0 = without[1] + s * (with_sc[1] - without[1])
         return logits, x0.to(x_in.dtype)
 
-    def _network(self, x_in, lam, prev):
+    def _network(self, x_in, lam, prev, need_x0: bool = True):
+        """(logits, x0 or None when not `need_x0` and interpolating) at every position; with
+        `network_len` the network runs on that prefix and the rest is zeros, to be imposed."""
+        full, keep = x_in.shape[1], self.network_len
+        if keep is None or keep >= full:
+            return self._forward(x_in, lam, prev, need_x0)
+        cut = lambda v: v if v is None or v.ndim < 2 else v[:, :keep]  # noqa: E731  (λ [B] is per sequence)
+        logits, x0 = self._forward(cut(x_in), cut(lam), cut(prev), need_x0)
+        grow = lambda v: None if v is None else torch.cat([v, v.new_zeros(v.shape[0], full - keep, v.shape[2])], 1)  # noqa: E731
+        return grow(logits), grow(x0)
+
+    def _forward(self, x_in, lam, prev, need_x0: bool = True):
         a, s = self.attributes, self.guidance_scale
+        # skipping x0 leaves it None, which only callers that rebuild it from the logits ask for
+        skip = {} if need_x0 or not self.skip_unused_x0 else {"return_x0": False}
         if a is not None and a.shape[0] != x_in.shape[0]:  # adaptive integrators may change batch views
             raise ValueError(f"attributes for {a.shape[0]} samples but a batch of {x_in.shape[0]}")
         self.network_calls += 1  # classifier-free guidance batches its two passes into one call
         if a is None or s == 1.0:
-            return self.net(x_in, lam, prev, temperature=self.temperature, attributes=a)
+            return self.net(x_in, lam, prev, temperature=self.temperature, attributes=a, **skip)
         two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
+        # guided x0 follows from the guided logits when interpolating: the network's is not needed
+        skip = {"return_x0": False} if self.net.interpolate and self.skip_unused_x0 else {}
         logits, x0 = self.net(two(x_in), two(lam), two(prev), temperature=self.temperature,
-                              attributes=torch.cat([a, torch.zeros_like(a)]))
+                              attributes=torch.cat([a, torch.zeros_like(a)]), **skip)
         cond, uncond = logits.log_softmax(-1).chunk(2)
         logits = uncond + s * (cond - uncond)
         if self.net.interpolate:
@@ -232,6 +263,16 @@ def generate_ids(
     keeps the f·k/K most confident free positions known (shown clean to models trained with
     clean context) and re-noises only the rest: continuous mask-predict (Ghazvininejad et al.
     2019), each revision made given the surest tokens.
+
+    Cost cuts (`cdlm.sampling.base`; sampler settings, off by default, as neither keeps today's
+    samples): `trim_padding` runs the network only over each batch's longest content (positions up to the
+    last one that is not known padding), the padding after it imposed as before. Not exact: the
+    network was trained to see, and attends to, every position's padding. The random draws are
+    unchanged (the solver state keeps its full length), so with an ODE method a seed's samples
+    differ only where the network's view does. `group_lengths` sorts the samples by content
+    length before they are cut into batches of `batch_size`, so that `trim_padding` cuts more;
+    the ids come back in the original order, each sample drawn as before given its length and
+    conditions, but with other noise than ungrouped (the noise follows the batch position).
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -245,6 +286,12 @@ def generate_ids(
     levels = torch.linspace(sampler.restart_log_snr, end, max(sampler.restarts, 1), dtype=torch.float64)
     t_restarts = [float(t) for t in sde.t_from_log_snr(levels)]
     x0_hook = clamp_hook(net, sde, sampler.clamp_below_t) if sampler.clamp_below_t > 0 else None
+    order = length_order(num_samples, seq_len, known_ids, lengths, pad_id) if sampler.group_lengths else None
+    if order is not None:  # every per-sample input follows the samples into their sorted places
+        pick = lambda v: None if v is None else v[order.to(v.device)]  # noqa: E731
+        if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:
+            known_ids = pick(known_ids)
+        lengths, attributes, classifier_targets = pick(lengths), pick(attributes), pick(classifier_targets)
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -265,7 +312,8 @@ def generate_ids(
                             guidance_scale=guidance_scale, classifier=classifier,
                             classifier_targets=None if classifier_targets is None else classifier_targets[start : start + n],
                             classifier_scale=classifier_scale, pad_banned=pad_banned, pad_id=pad_id,
-                            clean_pad=clean_pad, self_condition_scale=sampler.self_condition_scale)
+                            clean_pad=clean_pad, self_condition_scale=sampler.self_condition_scale,
+                            network_len=network_length(known, pad_id) if sampler.trim_padding else None)
         x = sde.prior_sample((n, seq_len, d), generator=generator, device=device)
         ids = None
         for k in range(sampler.restarts + 1):
@@ -284,4 +332,7 @@ def generate_ids(
             ids = net.embedding.nearest(denoiser.x0_prev) if sampler.rounding == "nearest" else denoiser.logits.argmax(-1)
         chunks.append(ids)
         nfe = max(nfe, denoiser.network_calls)
-    return Generation(torch.cat(chunks), nfe)
+    ids = torch.cat(chunks)
+    if order is not None:
+        ids = ids[torch.argsort(order).to(ids.device)]
+    return Generation(ids, nfe)

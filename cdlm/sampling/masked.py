@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from cdlm.sampling.base import Generation, most_confident
+from cdlm.sampling.base import Generation, length_order, most_confident, network_length
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 SCHEDULES = ("log_linear", "cosine")
@@ -60,17 +60,27 @@ class MaskedDenoiser:
     1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
     renormalised. Then `logit_bias` [L, V] (-inf bans a token at a position) and `pad_banned`
     [B, L] (no padding before a sample's length) apply.
+
+    With `network_len` the network sees only the first that many positions, the rest being
+    known padding in every row (never unmasked, so their log p is never read; zeros there):
+    an approximation, as the network was trained to attend to all of them.
     """
 
     def __init__(self, net, attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 logit_bias: torch.Tensor | None = None, pad_banned: torch.Tensor | None = None, pad_id: int = 0):
+                 logit_bias: torch.Tensor | None = None, pad_banned: torch.Tensor | None = None, pad_id: int = 0,
+                 network_len: int | None = None):
         self.net, self.attributes, self.guidance_scale = net, attributes, guidance_scale
         self.logit_bias, self.pad_banned, self.pad_id = logit_bias, pad_banned, pad_id
+        self.network_len = network_len
         self.calls = 0
 
     def _log_p(self, z: torch.Tensor, attributes: torch.Tensor | None) -> torch.Tensor:
         self.calls += 1
-        return self.net(z, attributes=attributes).float().log_softmax(-1)
+        full, keep = z.shape[1], self.network_len
+        if keep is None or keep >= full:
+            return self.net(z, attributes=attributes).float().log_softmax(-1)
+        log_p = self.net(z[:, :keep], attributes=attributes).float().log_softmax(-1)
+        return torch.cat([log_p, log_p.new_zeros(log_p.shape[0], full - keep, log_p.shape[2])], 1)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
@@ -179,12 +189,23 @@ def generate_masked(
     `lengths` [num_samples] gives each sample its number of tokens: `pad_id` after it, none
     before; `attributes` [num_samples, A] condition each sample, guided with `guidance_scale`.
     `schedule` is the α_t the ancestral sampler steps through.
+
+    The settings `trim_padding` and `group_lengths` cut cost as in `cdlm.sampling.continuous.generate_ids`
+    (off by default; trimming is an approximation, grouping changes which draws a sample gets).
+    The random draws keep the full length, so a seed's samples differ under trimming only where
+    the network's view of them does.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = next(net.parameters()).device
+    order = length_order(num_samples, seq_len, known_ids, lengths, pad_id) if sampler.group_lengths else None
+    if order is not None:  # every per-sample input follows the samples into their sorted places
+        pick = lambda v: None if v is None else v[order.to(v.device)]  # noqa: E731
+        if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:
+            known_ids = pick(known_ids)
+        lengths, attributes = pick(lengths), pick(attributes)
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -199,7 +220,8 @@ def generate_masked(
             known[after] = pad_id
             pad_banned = ~after
         denoiser = MaskedDenoiser(net, None if attributes is None else attributes[start : start + n].to(device),
-                                  guidance_scale, None if logit_bias is None else logit_bias.to(device), pad_banned, pad_id)
+                                  guidance_scale, None if logit_bias is None else logit_bias.to(device), pad_banned, pad_id,
+                                  network_length(known, pad_id) if sampler.trim_padding else None)
         z = torch.where(known >= 0, known, torch.full_like(known, net.mask_id))
         s = sampler
         if s.method == "ancestral":
@@ -210,4 +232,7 @@ def generate_masked(
                               s.threshold if s.method == "threshold" else None)
         chunks.append(z)
         nfe = max(nfe, denoiser.calls)
-    return Generation(torch.cat(chunks), nfe)
+    ids = torch.cat(chunks)
+    if order is not None:
+        ids = ids[torch.argsort(order).to(ids.device)]
+    return Generation(ids, nfe)

@@ -11,10 +11,10 @@ travels in checkpoints as plain values.
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import solvers
+from cdlm.settings import Settings, count, number, setting
 
 # logits: argmax of one more call at the end time; nearest: embedding nearest to that call's x0;
 # last: argmax of the last solver call, no extra call (one NFE less per pass, for short restarts)
@@ -29,62 +29,33 @@ IMPLICIT_WHY = ("an implicit solver, unsuited to a network-sized state (it build
                 "Jacobian, one network call per coordinate); use an explicit one such as scipy:RK45")
 
 
-def _setting(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)  # a dataclass too: jsonargparse reads a config of dataclasses alone as plain fields
-class _Settings:
-    """What every model's sampler settings do: copy with overrides, travel as plain values."""
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    def replace(self, **overrides):
-        """A copy with `overrides` (None keeps the value); an unknown name is a one-line error."""
-        unknown = sorted(set(overrides) - set(self.names()))
-        if unknown:
-            raise ValueError(f"unknown sampler option {unknown[0]!r}; valid: {', '.join(self.names())}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def _check(self, checks: dict) -> None:
-        """ValueError naming the first field that fails its test in `checks` (None passes)."""
-        for name, (ok, must_be) in checks.items():
-            value = getattr(self, name)
-            if value is not None and not ok(value):
-                raise ValueError(f"{name} must be {must_be}, got {value!r}")
-
-    @classmethod
-    def of(cls, value):
-        """From itself, from the plain dict a checkpoint holds, or the defaults."""
-        if value is None or isinstance(value, cls):
-            return value or cls()
-        if not isinstance(value, dict):
-            raise ValueError(f"sampler settings must be a mapping, got {type(value).__name__}")
-        return cls().replace(**value)
+# the sampling cost cuts both models have (`cdlm.sampling.base`)
+TRIM_HELP = ("run the network only over each batch's longest content, not seq_len (a cost cut; approximate: the "
+             "network was trained to see the padding)")
+GROUP_HELP = "sort samples by length into batches, so that trim_padding cuts more (other noise per sample than ungrouped)"
 
 
 @dataclass(frozen=True)
-class SamplerConfig(_Settings):
+class SamplerConfig(Settings):
     """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate_ids`)."""
 
-    method: str = _setting("ddim", "solver; see solvers.available()")
-    steps: int = _setting(50, "solver steps of the first pass")
-    temperature: float = _setting(0.5, "score temperature: softmax(logits / temperature) gives x0")
-    clamp_below_t: float = _setting(0.0, "snap x0 to the nearest embedding below this t (0: never)")
-    rounding: str = _setting("logits", "how vectors become tokens: logits, nearest, or last (skips the final call)")
-    restarts: int = _setting(0, "restart passes after the first solve")
-    restart_log_snr: float = _setting(-1.5, "log-SNR the restarts re-noise to")
-    restart_log_snr_end: float | None = _setting(None, "log-SNR of the last restart (the level moves linearly)")
-    restart_steps: int = _setting(10, "solver steps per restart pass")
-    restart_keep: float = _setting(0.0, "fraction of the surest tokens kept known by the last restart (mask-predict)")
-    commit: bool = _setting(False, "decide positions in order of confidence")
-    self_condition_scale: float = _setting(1.0, "self-conditioning guidance s: logits without + s (with - without) "
+    what = "sampler option"
+
+    method: str = setting("ddim", "solver; see solvers.available()")
+    steps: int = setting(50, "solver steps of the first pass")
+    temperature: float = setting(0.5, "score temperature: softmax(logits / temperature) gives x0")
+    clamp_below_t: float = setting(0.0, "snap x0 to the nearest embedding below this t (0: never)")
+    rounding: str = setting("logits", "how vectors become tokens: logits, nearest, or last (skips the final call)")
+    restarts: int = setting(0, "restart passes after the first solve")
+    restart_log_snr: float = setting(-1.5, "log-SNR the restarts re-noise to")
+    restart_log_snr_end: float | None = setting(None, "log-SNR of the last restart (the level moves linearly)")
+    restart_steps: int = setting(10, "solver steps per restart pass")
+    restart_keep: float = setting(0.0, "fraction of the surest tokens kept known by the last restart (mask-predict)")
+    commit: bool = setting(False, "decide positions in order of confidence")
+    self_condition_scale: float = setting(1.0, "self-conditioning guidance s: logits without + s (with - without) "
                                                 "the previous x0 (1: off; otherwise two network calls per step)")
+    trim_padding: bool = setting(False, TRIM_HELP)
+    group_lengths: bool = setting(False, GROUP_HELP)
 
     def __post_init__(self):
         for name, valid in (("method", solvers.available()), ("rounding", ROUNDINGS)):
@@ -95,26 +66,20 @@ class SamplerConfig(_Settings):
             raise ValueError(f"method {self.method!r} is {IMPLICIT_WHY}")
 
 
-def _count(v, least: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= least  # True is an int to Python, not a count
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
+CUT_CHECKS = {name: (lambda v: isinstance(v, bool), "true or false") for name in ("trim_padding", "group_lengths")}
 # field → (test, what it must be); NaN fails every comparison
 _CHECKS = {
-    "steps": (lambda v: _count(v, 1), "a positive integer"),
-    "temperature": (lambda v: _number(v) and v > 0, "a finite number > 0"),
-    "clamp_below_t": (lambda v: _number(v) and 0 <= v <= 1, "a time in [0, 1]"),
-    "restarts": (lambda v: _count(v, 0), "a non-negative integer"),
-    "restart_log_snr": (_number, "a finite number"),
-    "restart_log_snr_end": (_number, "a finite number"),
-    "restart_steps": (lambda v: _count(v, 1), "a positive integer"),
-    "restart_keep": (lambda v: _number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "steps": (lambda v: count(v, 1), "a positive integer"),
+    "temperature": (lambda v: number(v) and v > 0, "a finite number > 0"),
+    "clamp_below_t": (lambda v: number(v) and 0 <= v <= 1, "a time in [0, 1]"),
+    "restarts": (lambda v: count(v, 0), "a non-negative integer"),
+    "restart_log_snr": (number, "a finite number"),
+    "restart_log_snr_end": (number, "a finite number"),
+    "restart_steps": (lambda v: count(v, 1), "a positive integer"),
+    "restart_keep": (lambda v: number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "commit": (lambda v: isinstance(v, bool), "true or false"),
-    "self_condition_scale": (_number, "a finite number"),
+    "self_condition_scale": (number, "a finite number"),
+    **CUT_CHECKS,
 }
 # the flat names DiffusionLM took before SamplerConfig, as checkpoints of that time hold them
 LEGACY_NAMES = {"sample_method": "method", "sample_steps": "steps", **{n: n for n in SamplerConfig.names()[2:]}}
@@ -126,14 +91,18 @@ MASKED_METHOD_SETTINGS = {"semi_ar": ("block_length",), "threshold": ("block_len
 
 
 @dataclass(frozen=True)
-class MaskedSamplerConfig(_Settings):
+class MaskedSamplerConfig(Settings):
     """How the masked diffusion model unmasks (see `cdlm.sampling.masked`)."""
 
-    method: str = _setting("low_confidence", "sampler: ancestral, low_confidence, semi_ar or threshold (masked model)")
-    steps: int = _setting(40, "sampling steps (threshold: the most network calls it may make)")
-    temperature: float = _setting(1.0, "temperature of the predicted tokens (0: the most probable)")
-    block_length: int = _setting(8, "positions per block, decided left to right (masked model: semi_ar, threshold)")
-    threshold: float = _setting(0.9, "confidence above which a prediction is kept at once (masked model: threshold)")
+    what = "sampler option"
+
+    method: str = setting("low_confidence", "sampler: ancestral, low_confidence, semi_ar or threshold (masked model)")
+    steps: int = setting(40, "sampling steps (threshold: the most network calls it may make)")
+    temperature: float = setting(1.0, "temperature of the predicted tokens (0: the most probable)")
+    block_length: int = setting(8, "positions per block, decided left to right (masked model: semi_ar, threshold)")
+    threshold: float = setting(0.9, "confidence above which a prediction is kept at once (masked model: threshold)")
+    trim_padding: bool = setting(False, TRIM_HELP)
+    group_lengths: bool = setting(False, GROUP_HELP)
 
     def __post_init__(self):
         if self.method not in MASKED_METHODS:
@@ -142,13 +111,28 @@ class MaskedSamplerConfig(_Settings):
 
     def used(self) -> tuple[str, ...]:
         """The fields this config's method reads."""
-        return ("method", "steps", "temperature", *MASKED_METHOD_SETTINGS.get(self.method, ()))
+        return ("method", "steps", "temperature", *MASKED_METHOD_SETTINGS.get(self.method, ()), "trim_padding", "group_lengths")
 
 
 _MASKED_CHECKS = {
-    "steps": (lambda v: _count(v, 1), "a positive integer"),
-    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-    "block_length": (lambda v: _count(v, 1), "a positive integer"),
-    "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
+    "steps": (lambda v: count(v, 1), "a positive integer"),
+    "temperature": (lambda v: number(v) and v >= 0, "a finite number >= 0"),
+    "block_length": (lambda v: count(v, 1), "a positive integer"),
+    "threshold": (lambda v: number(v) and 0 <= v <= 1, "a confidence in [0, 1]"),
+    **CUT_CHECKS,
 }
 SETTINGS = (SamplerConfig, MaskedSamplerConfig)  # the sampler settings of every model: `cdlm sample` has a flag for each field
+
+
+def sampler_flags() -> dict:
+    """name → (type, help) of every sampler setting any model declares: one `cdlm sample` /
+    `cdlm eval` flag each."""
+    flags = {}
+    for config in SETTINGS:
+        for f in dataclasses.fields(config):
+            kind = next(t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str)) if name in str(f.type))
+            helps = flags.get(f.name, (kind, []))[1]
+            if f.metadata["help"] not in helps:  # a name two models share keeps both meanings
+                helps.append(f.metadata["help"])
+            flags[f.name] = (kind, helps)
+    return {name: (kind, "; ".join(helps)) for name, (kind, helps) in flags.items()}

@@ -82,7 +82,7 @@ def test_data_module_reads_a_condition_column_from_csv(tmp_path):
 
 
 def conditioned_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sampler={"steps": 4},
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4},
                 attributes=dm.attribute_names())
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
@@ -113,7 +113,7 @@ def test_conditioning_is_learned(tmp_path):
     """After a short run the true records make the held-out text more likely than no record."""
     L.seed_everything(0)
     dm = TextDataModule(num_examples=2000, batch_size=32, condition_column="mr")
-    model = conditioned_model(dm, width=64, depth=2, lr=3e-3, self_condition=0.0)
+    model = conditioned_model(dm, width=64, depth=2, optim={"warmup_steps": 5, "lr": 3e-3}, training={"self_condition": 0.0})
     trainer = L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(model, dm)

@@ -131,6 +131,19 @@ def test_configs_parse(config, capsys):
     assert "class_path: cdlm." in capsys.readouterr().out
 
 
+def test_the_fsdp_trainer_piece_parses(capsys):
+    """configs/trainer/gpu_fsdp.yaml in place of a config's trainer (parsed only: no GPU here)."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", f"--config={configs / 'quickstart.yaml'}", f"--trainer={configs / 'trainer' / 'gpu_fsdp.yaml'}",
+              "--print_config"])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "FSDPStrategy" in out and "- cdlm.networks.Block" in out and "state_dict_type: full" in out
+
+
 @pytest.mark.parametrize("flags", [["--trainer.precision=bf16-mixed"],
                                    ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_spawn"]],
                          ids=["bf16-mixed", "ddp_spawn-2-cpus"])

@@ -62,8 +62,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize("settings", [{"steps": 4}, {"steps": 3, "restarts": 2, "restart_steps": 2, "method": "heun"}],
-                         ids=["ddim", "heun+restarts"])
+@pytest.mark.parametrize("settings", [{"steps": 4}, {"steps": 3, "restarts": 2, "restart_steps": 2, "method": "heun"},
+                                      {"steps": 3, "restarts": 1, "restart_steps": 2, "self_condition_scale": 1.5}],
+                         ids=["ddim", "heun+restarts", "self-conditioning guidance"])
 def test_progress_total_is_the_exact_number_of_calls(tiny_ckpt, settings):
     from cdlm.checkpoints import load_checkpoint
     from cdlm.progress import network_calls, sampling_calls
@@ -97,7 +98,10 @@ def test_progress_bounds_for_masked_and_autoregressive(tiny_ar_ckpt):
     ar, _ = load_checkpoint(str(tiny_ar_ckpt))
     seq_len = ar.hparams.seq_len
     assert sampling_calls(ar, 10, 4, {}) == 3 * seq_len
-    assert sampling_calls(ar, 10, 4, {}, prefix_tokens=2) == 3 * (seq_len - 2)
+    from cdlm.data.tokenizer import encode
+
+    assert len(encode(ar.tokenizer, "the food")) == 2
+    assert sampling_calls(ar, 10, 4, {}, prefix="the food") == 3 * (seq_len - 2)
     assert nll_calls(ar, 5) == 5
 
 
@@ -118,3 +122,11 @@ def test_the_quickstart_first_screen_has_no_warnings(tmp_path):
         assert unwanted not in screen, screen
     assert (tmp_path / "runs" / "quickstart" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "runs" / "quickstart" / "version_0" / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("module", ["cdlm.control.attributes", "cdlm.control.constraints", "cdlm.data.corpus",
+                                    "cdlm.models.config", "cdlm.sampling.settings"])
+def test_a_module_imports_on_its_own(module):
+    """No import cycle depends on what was imported first (cdlm.control and cdlm.data import each other's modules)."""
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1:]

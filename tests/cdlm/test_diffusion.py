@@ -9,7 +9,7 @@ from cdlm.checkpoints import load_checkpoint
 
 
 def tiny_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, warmup_steps=5, val_samples=0, sampler={"steps": 4})
+    args = dict(width=32, depth=1, heads=2, embed_dim=8, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4})
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -17,7 +17,7 @@ def tiny_model(dm, **kw):
 def test_loss_falls_on_a_tiny_run(tmp_path):
     L.seed_everything(0)
     dm = TextDataModule(num_examples=256, batch_size=32, seq_len=40)
-    model = tiny_model(dm, lr=3e-3)
+    model = tiny_model(dm, optim={"warmup_steps": 5, "lr": 3e-3})
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     t = torch.linspace(0.05, 0.95, 32, dtype=torch.float64)
@@ -62,7 +62,7 @@ def test_bad_model_arguments():
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         tiny_model(dm, sampler={"method": "nope"})
     with pytest.raises(ValueError, match="unknown schedule 'zigzag'"):
-        tiny_model(dm, schedule="zigzag")
+        tiny_model(dm, training={"schedule": "zigzag"})
 
 
 def test_checkpoint_round_trip(tiny_ckpt):
@@ -89,7 +89,7 @@ def test_anchors_and_length_hold_for_every_kind_of_solver(method):
 def test_clean_context_training_and_commitment():
     L.seed_everything(0)
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm, clean_context=1.0, sampler={"steps": 4, "commit": True})
+    model = tiny_model(dm, training={"clean_context": 1.0}, sampler={"steps": 4, "commit": True})
     dm.setup("fit")
     ids = next(iter(dm.train_dataloader()))[0]
     known = model.sample_known(ids)
@@ -112,7 +112,7 @@ def test_clean_padding_trains_on_the_text_and_samples_with_clean_padding():
     from cdlm.networks import CLEAN_LOG_SNR
 
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm, clean_padding=1.0)
+    model = tiny_model(dm, training={"clean_padding": 1.0})
     dm.setup("fit")
     ids = next(iter(dm.train_dataloader()))[0]
     assert torch.equal(model.sample_known(ids), ids == model.pad_id)
@@ -131,7 +131,7 @@ def test_commitment_schedule_decides_a_fraction_one_minus_t():
     from cdlm.sampling.continuous import Denoiser
 
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm, clean_context=1.0)
+    model = tiny_model(dm, training={"clean_context": 1.0})
     den = Denoiser(model.ema, model.sde, clean_known=True, commit=True)
     x = torch.randn(2, 40, 8)
     den(x, torch.full((2,), 0.75))
@@ -146,7 +146,7 @@ def test_commitment_schedule_decides_a_fraction_one_minus_t():
 @pytest.mark.parametrize("schedule", ["log_linear", "linear", "cosine", "sqrt"])
 def test_nll_bound_is_finite_for_every_schedule(schedule):
     dm = TextDataModule(num_examples=64, batch_size=4)
-    model = tiny_model(dm, schedule=schedule)
+    model = tiny_model(dm, training={"schedule": schedule})
     dm.setup("fit")
     bound = model.nll_bound(next(iter(dm.train_dataloader()))[0], num_times=2)
     assert bound.shape == (4,) and torch.isfinite(bound).all() and (bound > 0).all()
@@ -183,7 +183,7 @@ def test_keep_confident_keeps_the_surest_free_positions():
 
 def test_restart_keeping_every_token_changes_nothing():
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = tiny_model(dm, clean_context=1.0)
+    model = tiny_model(dm, training={"clean_context": 1.0})
     first = model.sample_ids(3, steps=3, seed=0, restarts=0).ids
     kept = model.sample_ids(3, steps=3, seed=0, restarts=1, restart_steps=2, restart_keep=1.0)
     assert torch.equal(kept.ids, first) and kept.nfe == 4 + 3

@@ -104,9 +104,10 @@ def test_data_efficiency_scores_the_steps_every_seed_reached_at_the_runs_batch(t
 
     def train(runs, out, *args):
         for r in runs:  # a --minutes budget: seed 0 got one checkpoint further
-            (out / r.name).mkdir()
+            folder = r.checkpoint(out).parent
+            folder.mkdir(parents=True)
             for step in (6, 12, 18) if r.name.endswith("_s0") else (6, 12):
-                (out / r.name / f"step={step}.ckpt").touch()
+                (folder / f"step={step}.ckpt").touch()
         return {r.name: r.checkpoint(out) for r in runs}
 
     def score(ckpt, val_texts, samples):
@@ -139,8 +140,8 @@ def test_a_run_leaves_no_log_open_and_a_failed_retrain_is_not_reused(tmp_path, m
     monkeypatch.setattr(runs.subprocess, "Popen", Proc)
     monkeypatch.setattr(runs.time, "sleep", lambda s: None)
     run = runs.Run("ar_s0", "ar", ["--seed_everything=0"])
-    (tmp_path / "ar_s0").mkdir()
-    (tmp_path / "ar_s0" / "last.ckpt").touch()  # a finished run of other arguments (or a retrain's partial one)
+    run.checkpoint(tmp_path).parent.mkdir(parents=True)
+    run.checkpoint(tmp_path).touch()  # a finished run of other arguments (or a retrain's partial one)
     (tmp_path / "ar_s0" / "run.json").write_text(json.dumps({"model": "ar", "args": ["--seed_everything=1"]}))
     with pytest.raises(SystemExit, match="training ar_s0 failed .*boom"):
         runs.train([run], tmp_path, [], parallel=1)
@@ -157,9 +158,10 @@ def test_a_run_is_reused_only_on_the_same_data(tmp_path, monkeypatch):
         returncode = 0
 
         def __init__(self, args, stdout, **kwargs):
-            folder = next(a for a in args if a.startswith("--trainer.callbacks.dirpath=")).split("=", 1)[1]
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            (Path(folder) / "last.ckpt").touch()
+            given = dict(a.split("=", 1) for a in args if a.startswith(("--trainer.default_root_dir=", "--name=")))
+            ckpt = runs.checkpoint_of(Path(given["--trainer.default_root_dir"]), given["--name"])
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.touch()
 
         def poll(self):
             return 0

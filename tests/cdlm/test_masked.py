@@ -19,7 +19,7 @@ def dm():
 
 
 def tiny_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, warmup_steps=5, val_samples=0, sampler={"steps": 10})
+    args = dict(width=32, depth=1, heads=2, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 10})
     args.update(kw)
     return MaskedDiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -187,7 +187,7 @@ def test_bad_options_are_one_line_errors(dm):
 def test_training_lowers_the_bound(tmp_path):
     L.seed_everything(0)
     data = TextDataModule(num_examples=256, batch_size=32)
-    model = tiny_model(data, lr=3e-3)
+    model = tiny_model(data, optim={"warmup_steps": 5, "lr": 3e-3})
     data.setup("fit")
     ids = next(iter(data.train_dataloader()))[0]
 
@@ -207,7 +207,7 @@ def masked_ckpt(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit_masked")
     main([
         "fit", "--model=cdlm.MaskedDiffusionLM", "--data.num_examples=400", "--data.batch_size=16",
-        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.warmup_steps=5", "--model.val_samples=4",
+        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.optim.warmup_steps=5", "--model.val_samples=4",
         "--model.sampler.steps=10", "--trainer.max_steps=30", "--trainer.val_check_interval=15",
         "--trainer.check_val_every_n_epoch=null", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",

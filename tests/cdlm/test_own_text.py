@@ -12,7 +12,7 @@ from cdlm.data import TextDataModule
 from cdlm.data.module import MAX_AUTO_SEQ_LEN, choose_seq_len, choose_tokenizer
 
 FIT = ["--data.batch_size=16", "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.embed_dim=8",
-       "--model.warmup_steps=5", "--model.val_samples=2", "--model.sampler.steps=4", "--trainer.max_steps=12",
+       "--model.optim.warmup_steps=5", "--model.val_samples=2", "--model.sampler.steps=4", "--trainer.max_steps=12",
        "--trainer.limit_val_batches=1", "--trainer.val_check_interval=12", "--trainer.check_val_every_n_epoch=null",
        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--dashboard.figures=false"]
 NAMES = ["anna", "bert", "cora", "dave", "elin", "finn"]

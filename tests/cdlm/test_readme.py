@@ -16,15 +16,21 @@ def test_the_first_screen_fits_in_60_lines():
     assert "| model |" in first  # one results table
 
 
-def test_sample_paths_are_where_the_configs_write_last_ckpt():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+def test_configs_are_composed_of_pieces_and_name_their_checkpoints():
+    """Each config takes its trainer (and the quickstart's its model and data) from configs/trainer,
+    configs/model and configs/data; the run, named after the file, checkpoints in runs/NAME/checkpoints."""
+    tops = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(tops) >= 12
+    for path in tops:
         config = yaml.safe_load(path.read_text())
-        checkpoint = next(c["init_args"] for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
-        logger = config["trainer"]["logger"]["init_args"]
-        folder = Path(checkpoint["dirpath"])
-        assert folder != Path(logger["save_dir"]) / logger["name"], path  # Lightning warns when they share one
+        assert isinstance(config["trainer"], str) and config["trainer"].startswith("trainer/"), path
+        for section in ("trainer", "model", "data"):
+            if isinstance(config[section], str):
+                piece = yaml.safe_load((path.parent / config[section]).read_text())
+                assert isinstance(piece, dict), (path, section)
+                assert "logger" not in piece and "callbacks" not in piece, (path, section)  # named by the run
         for mentioned in re.findall(r"--ckpt_path (runs/\S+)", path.read_text()):
-            assert Path(mentioned) == folder / "last.ckpt", (path, mentioned)
+            assert Path(mentioned) == Path("runs") / path.stem / "checkpoints" / "last.ckpt", (path, mentioned)
     for mentioned in re.findall(r"(runs/quickstart\w*/\S*last\.ckpt)", README):
         assert mentioned.split("/")[2] == "checkpoints", mentioned
 
@@ -42,3 +48,14 @@ def test_no_internal_issue_numbers():
                  *(ROOT / "cdlm").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tests").rglob("*.py")]:
         text = path.read_text()
         assert not re.search(r"\bissues? #?\d+|\(#\d+\)", text, re.IGNORECASE), path
+
+
+def test_the_design_layout_names_every_module_and_folder():
+    """docs/design.md's layout is the tree: each cdlm module and subpackage, and each config folder."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    layout = design.split("```", 2)[1]
+    names = {p.name for p in (ROOT / "cdlm").iterdir() if p.suffix == ".py" and p.name != "__init__.py"}
+    names |= {p.name + "/" for p in (ROOT / "cdlm").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    names |= {p.name + "/" for p in (ROOT / "configs").iterdir() if p.is_dir()}
+    for name in sorted(names):
+        assert re.search(rf"(^|\s|\(){re.escape(name)}", layout, re.MULTILINE), name

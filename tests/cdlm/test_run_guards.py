@@ -14,8 +14,8 @@ from tests.cdlm.conftest import TINY, fails
 
 # a run that draws from every RNG stream a step uses: warped times, dropout, self-conditioning,
 # clean context, validation with sampling in between
-EXERCISED = [*TINY, "--seed_everything=0", "--model.time_sampling=warped", "--model.dropout=0.1",
-             "--model.clean_context=0.2", "--trainer.val_check_interval=15", "--trainer.check_val_every_n_epoch=null",
+EXERCISED = [*TINY, "--seed_everything=0", "--model.training.time_sampling=warped", "--model.dropout=0.1",
+             "--model.training.clean_context=0.2", "--trainer.val_check_interval=15", "--trainer.check_val_every_n_epoch=null",
              "--trainer.logger=false"]
 
 
@@ -196,8 +196,8 @@ def test_the_resolved_config_never_replaces_the_users(tmp_path, monkeypatch):
 
 def test_resume_applies_changed_hyperparameters_and_says_so(tmp_path):
     main(fit_args(tmp_path, "--trainer.max_steps=20"))
-    with pytest.warns(UserWarning, match=r"now in force: lr 0.002 → 0.1"):
-        main(fit_args(tmp_path, "--trainer.max_steps=25", "--model.lr=0.1", "--ckpt_path", str(tmp_path / "ckpt/last.ckpt")))
+    with pytest.warns(UserWarning, match=r"now in force: optim.lr 0.002 → 0.1"):
+        main(fit_args(tmp_path, "--trainer.max_steps=25", "--model.optim.lr=0.1", "--ckpt_path", str(tmp_path / "ckpt/last.ckpt")))
     groups = load(tmp_path / "ckpt/last.ckpt")["optimizer_states"][0]["param_groups"]
     assert all(g["initial_lr"] == 0.1 for g in groups)
 

@@ -27,7 +27,7 @@ def dm():
 
 
 def tiny(dm, cls=DiffusionLM, **kw):
-    args = dict(width=32, depth=1, heads=2, warmup_steps=5, val_samples=0)
+    args = dict(width=32, depth=1, heads=2, optim={"warmup_steps": 5}, val_samples=0)
     if cls is DiffusionLM:
         args.update(embed_dim=8, sampler={"steps": 4})
     args.update(kw)
@@ -43,7 +43,7 @@ def batch_ids(dm):
 @pytest.mark.parametrize("per_token", [False, True])
 def test_output_prior_alone_is_the_exact_gaussian_posterior(dm, schedule, per_token):
     torch.manual_seed(0)
-    model = tiny(dm, output_prior=1.0, schedule=schedule, self_condition=0.0)
+    model = tiny(dm, output_prior=1.0, training={"schedule": schedule, "self_condition": 0.0})
     with torch.no_grad():  # the network itself says nothing: its logits are the prior's alone
         model.net.head.weight.zero_()
         model.net.head.bias.zero_()
@@ -66,7 +66,7 @@ def test_output_prior_alone_is_the_exact_gaussian_posterior(dm, schedule, per_to
 
 
 def test_output_prior_ramps_in_over_training_and_is_full_at_sampling(dm):
-    model = tiny(dm, output_prior=2.0, output_prior_ramp_steps=10)
+    model = tiny(dm, output_prior=2.0, training={"output_prior_ramp_steps": 10})
     assert [model.prior_weight(s) for s in (0, 5, 10, 40)] == [0.0, 1.0, 2.0, 2.0]
     assert tiny(dm, output_prior=2.0).prior_weight(0) == 2.0  # no ramp: full from the start
     plain = tiny(dm)
@@ -87,7 +87,7 @@ def test_output_prior_ramps_in_over_training_and_is_full_at_sampling(dm):
 
 # ------------------------------------------------------------------------------ time proposals
 def test_logit_normal_times_have_the_asked_location_and_scale(dm):
-    model = tiny(dm, time_sampling="logit_normal", time_mean=-0.5, time_std=1.5)
+    model = tiny(dm, training={"time_sampling": "logit_normal", "time_mean": -0.5, "time_std": 1.5})
     torch.manual_seed(0)
     t = model.sample_times(4096)
     torch.manual_seed(0)
@@ -99,12 +99,12 @@ def test_logit_normal_times_have_the_asked_location_and_scale(dm):
     assert torch.allclose(z, -0.5 + 1.5 * torch.special.ndtri(u), atol=1e-9)
     assert abs(z.mean() + 0.5) < 5e-3 and abs(z.std() - 1.5) < 1e-2
     with pytest.raises(ValueError, match="time_std must be a finite number > 0"):
-        tiny(dm, time_sampling="logit_normal", time_std=0.0)
+        tiny(dm, training={"time_sampling": "logit_normal", "time_std": 0.0})
 
 
 def test_the_loss_warp_is_information_uniform(dm):
     """Equal shares of warped times cover equal drops of the loss curve (LangFlow's proposal)."""
-    model = tiny(dm, time_sampling="warped")
+    model = tiny(dm, training={"time_sampling": "warped"})
     warp = model.time_warp
     warp.momentum, warp.uniform_mix = 0.0, 1e-6
     centres = (torch.arange(warp.bins, dtype=torch.float64) + 0.5) / warp.bins
@@ -138,7 +138,7 @@ def test_noise_scale_is_a_log_snr_shift_and_elfs_noise_up_to_scale():
 
 
 def test_a_noise_scaled_model_bounds_and_samples_on_its_own_sde(dm):
-    model = tiny(dm, noise_scale=2.0)
+    model = tiny(dm, training={"noise_scale": 2.0})
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     assert torch.allclose(model.sde.log_snr(t), torch.tensor([2.0, -2.0, -6.0], dtype=torch.float64) - 2 * math.log(2))
     assert torch.isfinite(model.nll_bound(batch_ids(dm), num_times=2)).all()
@@ -147,7 +147,7 @@ def test_a_noise_scaled_model_bounds_and_samples_on_its_own_sde(dm):
 
 # ------------------------------------------------------------------------------ hybrid corruption
 def test_hybrid_corruption_gives_tokens_their_own_times_and_keeps_some_clean(dm):
-    model = tiny(dm, hybrid_corruption=1.0)
+    model = tiny(dm, training={"hybrid_corruption": 1.0})
     ids = batch_ids(dm)
     torch.manual_seed(0)
     t = model.sample_times(8)
@@ -171,7 +171,7 @@ def test_hybrid_corruption_gives_tokens_their_own_times_and_keeps_some_clean(dm)
     b = model.diffusion_loss(model.net, ids, t, False)[0]
     assert torch.allclose(a, b, atol=1e-6)
     # half the sequences on average; the rest keep their one time and no clean tokens
-    half = tiny(dm, hybrid_corruption=0.5)
+    half = tiny(dm, training={"hybrid_corruption": 0.5})
     torch.manual_seed(1)
     times, known, rows = half.hybrid_corrupt(ids.repeat(32, 1), t.repeat(32), None)
     assert 0.35 < rows.double().mean() < 0.65
@@ -181,7 +181,7 @@ def test_hybrid_corruption_gives_tokens_their_own_times_and_keeps_some_clean(dm)
 
 def test_hybrid_training_runs_and_the_warp_learns_only_from_one_time_sequences(dm, tmp_path):
     L.seed_everything(0)
-    model = tiny(dm, hybrid_corruption=0.5, time_sampling="warped")
+    model = tiny(dm, training={"hybrid_corruption": 0.5, "time_sampling": "warped"})
     updates, update = [], model.time_warp.update
     model.time_warp.update = lambda t, loss: (updates.append(t.shape[0]), update(t, loss))[1]
     trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -261,8 +261,8 @@ EXPECTED_MUON = {
 
 @pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
 def test_muon_takes_the_block_matrices_and_adamw_the_rest(dm, cls):
-    kw = {"embedding_lr": 0.01} if cls is DiffusionLM else {}
-    model = tiny(dm, cls, optimizer="muon", depth=2, **kw)
+    kw = {"training": {"embedding_lr": 0.01}} if cls is DiffusionLM else {}
+    model = tiny(dm, cls, optim={"name": "muon"}, depth=2, **kw)
     opt = model.configure_optimizers()["optimizer"]
     assert isinstance(opt, MuonAdamW)
     names = {id(p): n for n, p in model.net.named_parameters()}
@@ -284,7 +284,7 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest(dm, cls):
 @pytest.mark.parametrize("cls", [DiffusionLM, AutoregressiveLM])
 def test_muon_trains_and_its_state_round_trips(dm, cls):
     torch.manual_seed(0)
-    model = tiny(dm, cls, optimizer="muon")
+    model = tiny(dm, cls, optim={"name": "muon"})
     ids, t = batch_ids(dm), torch.linspace(0.05, 0.6, 8, dtype=torch.float64)
 
     def loss():
@@ -327,15 +327,15 @@ def test_muon_trains_and_its_state_round_trips(dm, cls):
 
 def test_bad_switch_values_are_one_line_errors(dm):
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
-        tiny(dm, optimizer="sgd")
+        tiny(dm, optim={"name": "sgd"})
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
-        tiny(dm, AutoregressiveLM, optimizer="sgd")
-    with pytest.raises(ValueError, match="hybrid_corruption is a probability"):
-        tiny(dm, hybrid_corruption=1.5)
+        tiny(dm, AutoregressiveLM, optim={"name": "sgd"})
+    with pytest.raises(ValueError, match="hybrid_corruption must be a probability"):
+        tiny(dm, training={"hybrid_corruption": 1.5})
     with pytest.raises(ValueError, match="output_prior must be a finite number >= 0"):
         tiny(dm, output_prior=-1.0)
     with pytest.raises(ValueError, match="unknown time_sampling 'lognormal'"):
-        tiny(dm, time_sampling="lognormal")
+        tiny(dm, training={"time_sampling": "lognormal"})
 
 
 # ------------------------------------------------------------------------------ the CLI
@@ -343,17 +343,17 @@ def test_every_switch_through_the_cli_and_a_muon_run_resumes(tmp_path, fit):
     from cdlm.checkpoints import load_checkpoint
 
     switches = [
-        "--model.init_args.output_prior=1.0", "--model.init_args.output_prior_ramp_steps=4",
-        "--model.init_args.time_sampling=logit_normal", "--model.init_args.time_mean=-0.4",
-        "--model.init_args.time_std=1.2", "--model.init_args.noise_scale=2.0",
-        "--model.init_args.hybrid_corruption=0.5", "--model.init_args.optimizer=muon",
+        "--model.init_args.output_prior=1.0", "--model.init_args.training.output_prior_ramp_steps=4",
+        "--model.init_args.training.time_sampling=logit_normal", "--model.init_args.training.time_mean=-0.4",
+        "--model.init_args.training.time_std=1.2", "--model.init_args.training.noise_scale=2.0",
+        "--model.init_args.training.hybrid_corruption=0.5", "--model.init_args.optim.name=muon",
         "--model.init_args.sampler.self_condition_scale=1.5",
     ]
     ckpt = fit(tmp_path, *switches, "--trainer.max_steps=6", "--trainer.limit_val_batches=0")
     model, _ = load_checkpoint(str(ckpt))
-    h = model.hparams
-    assert (h.output_prior, h.output_prior_ramp_steps, h.time_sampling, h.time_mean, h.time_std, h.noise_scale,
-            h.hybrid_corruption, h.optimizer) == (1.0, 4, "logit_normal", -0.4, 1.2, 2.0, 0.5, "muon")
+    t = model.training_config
+    assert (model.hparams.output_prior, t.output_prior_ramp_steps, t.time_sampling, t.time_mean, t.time_std, t.noise_scale,
+            t.hybrid_corruption, model.optim.name) == (1.0, 4, "logit_normal", -0.4, 1.2, 2.0, 0.5, "muon")
     assert model.sampler.self_condition_scale == 1.5 and model.ema.output_prior == 1.0
     assert isinstance(model.sde, NoiseScaledVPSDE)
     state = torch.load(ckpt, weights_only=True)["optimizer_states"][0]
@@ -367,6 +367,6 @@ def test_resuming_with_another_optimizer_refuses_in_one_line(tmp_path, tiny_ckpt
 
     message = fails(capsys, "fit", *TINY, f"--trainer.default_root_dir={tmp_path}",
                     "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                    f"--trainer.callbacks.dirpath={tmp_path}/ckpt", "--model.optimizer=muon",
+                    f"--trainer.callbacks.dirpath={tmp_path}/ckpt", "--model.optim.name=muon",
                     "--trainer.max_steps=40", "--ckpt_path", str(tiny_ckpt))
     assert "cannot resume" in message and "optimizer 'adamw'" in message
