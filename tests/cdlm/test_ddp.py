@@ -2,6 +2,7 @@
 trains the same model as one process with the same global batch."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,13 @@ class LossLog(Callback):
             f.write(f"{trainer.global_step} {float(loss):.10g} {len(batch[0])}\n")
 
 
-def _fit(folder: Path, text: Path, devices: int, batch_size: int) -> subprocess.Popen:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fit(folder: Path, text: Path, devices: int, batch_size: int, port: int) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "cdlm.cli", "fit", "--seed_everything=0", "--model=cdlm.AutoregressiveLM",
         f"--data.dataset={text}", "--data.packing=true", "--data.tokenizer=char", "--data.seq_len=16",
@@ -41,7 +48,9 @@ def _fit(folder: Path, text: Path, devices: int, batch_size: int) -> subprocess.
         "--trainer.callbacks.save_last=true",
         "--trainer.callbacks+=tests.cdlm.test_ddp.LossLog", f"--trainer.callbacks.path={folder}/loss",
     ]
+    # each run its own rendezvous port: two runs started at once would otherwise draw the same free one
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_DATASETS_CACHE": str(folder / "hf"),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -70,8 +79,11 @@ def test_ddp_on_two_processes_follows_the_single_process_loss_curve(tmp_path):
     rng = torch.Generator().manual_seed(0)
     text.write_text("\n".join(" ".join(words[i] for i in torch.randint(0, 10, (12,), generator=rng).tolist())
                               for _ in range(600)))
-    single = _fit(tmp_path / "single", text, devices=1, batch_size=16)
-    ddp = _fit(tmp_path / "ddp", text, devices=2, batch_size=8)
+    ports = [_free_port(), _free_port()]
+    while ports[1] == ports[0]:
+        ports[1] = _free_port()
+    single = _fit(tmp_path / "single", text, devices=1, batch_size=16, port=ports[0])
+    ddp = _fit(tmp_path / "ddp", text, devices=2, batch_size=8, port=ports[1])
     for proc in (single, ddp):
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
