@@ -4,7 +4,8 @@ import importlib
 
 # loaded on first use, so that `cdlm --help` and `import cdlm` stay fast
 _EXPORTS = {"TextDataModule": "cdlm.data", "AttributeClassifier": "cdlm.models", "AutoregressiveLM": "cdlm.models",
-            "DiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models", "MaskedDiffusionLM": "cdlm.models"}
+            "DiffusionLM": "cdlm.models", "DistilledDiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models",
+            "MaskedDiffusionLM": "cdlm.models"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -34,14 +34,16 @@ def _models() -> dict:
     from cdlm.models.autoregressive import AutoregressiveLM
     from cdlm.models.classifier import AttributeClassifier
     from cdlm.models.diffusion import DiffusionLM
+    from cdlm.models.distilled import DistilledDiffusionLM
     from cdlm.models.masked import MaskedDiffusionLM
 
-    return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, MaskedDiffusionLM, AttributeClassifier)}
+    return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, MaskedDiffusionLM, AttributeClassifier,
+                                          DistilledDiffusionLM)}
 
 
 # where cdlm's classes live, and lived: checkpoints record the module they were written from
 _MODULES = ("cdlm", "cdlm.models", "cdlm.models.diffusion", "cdlm.models.autoregressive", "cdlm.models.classifier",
-            "cdlm.models.masked",
+            "cdlm.models.masked", "cdlm.models.distilled",
             "cdlm.diffusion", "cdlm.autoregressive", "cdlm.classifier")
 
 

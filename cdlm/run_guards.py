@@ -200,7 +200,7 @@ class LossGuard(Callback):
         value, step = float(loss.detach()), trainer.global_step
         if not math.isfinite(value):
             raise TrainingFault(f"the training loss is {value} at step {step}; stopped without saving this step "
-                                "(the checkpoints hold earlier ones). A lower --model.lr may help")
+                                "(the checkpoints hold earlier ones). A lower --model.optim.lr may help")
         self.average = value if self.average is None else self.smoothing * self.average + (1 - self.smoothing) * value
         self.seen += 1
         if self.seen <= self.warmup:
@@ -209,7 +209,11 @@ class LossGuard(Callback):
         if self.average > self.factor * self.minimum:
             raise TrainingFault(f"the training loss diverged at step {step}: its running average {self.average:.4g} is "
                                 f"{self.average / self.minimum:.0f}× its minimum {self.minimum:.4g}; stopped without "
-                                "saving this step. A lower --model.lr may help")
+                                "saving this step. A lower --model.optim.lr may help")
+
+    def reset(self) -> None:
+        """Forget the losses seen: the model's objective changed scale (a distillation round)."""
+        self.average, self.minimum, self.seen = None, math.inf, 0
 
     def state_dict(self) -> dict:
         return {"average": self.average, "minimum": self.minimum, "seen": self.seen}

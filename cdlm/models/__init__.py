@@ -5,6 +5,7 @@ from cdlm.models.autoregressive import AutoregressiveLM
 from cdlm.models.base import LanguageModel
 from cdlm.models.classifier import AttributeClassifier
 from cdlm.models.diffusion import DiffusionLM
+from cdlm.models.distilled import DistilledDiffusionLM
 from cdlm.models.masked import MaskedDiffusionLM
 
-__all__ = ["AttributeClassifier", "AutoregressiveLM", "DiffusionLM", "LanguageModel", "MaskedDiffusionLM"]
+__all__ = ["AttributeClassifier", "AutoregressiveLM", "DiffusionLM", "DistilledDiffusionLM", "LanguageModel", "MaskedDiffusionLM"]

@@ -1,0 +1,359 @@
+"""DistilledDiffusionLM: a few-step sampler for a trained DiffusionLM by progressive distillation
+(Salimans & Ho 2022) of its DDIM sampler, in x0-parameterisation.
+
+    cdlm fit --model cdlm.DistilledDiffusionLM --model.teacher_ckpt runs/quickstart/checkpoints/last.ckpt \\
+        --data.dataset embedded --trainer.max_steps 4000 --trainer.val_check_interval 1000
+    cdlm eval --ckpt_path STUDENT --length data          # DDIM at distill.final_steps, NFE = steps
+
+Round r trains a student of N = start_steps / 2^r DDIM steps to take, in one step, the two steps
+of its teacher (round 0: the teacher checkpoint's EMA network at 2 · start_steps steps; later
+rounds: the previous round's EMA student), on the grid `solvers`' ddim samples with, so that
+`method=ddim, steps=N` walks exactly the times the student was trained at.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import solvers
+from cdlm.models.config import DiffusionTraining, OptimConfig
+from cdlm.models.diffusion import DiffusionLM
+from cdlm.sampling.continuous import Denoiser
+from cdlm.sampling.settings import SamplerConfig
+from cdlm.settings import Settings, count, number, setting
+
+TEACHER_KEY = "cdlm_distill_teacher"  # the checkpoint entry holding the current round's teacher (resume only)
+# what the student sets itself, not the teacher's values
+_OWN = ("tokenizer_json", "seq_len", "attributes", "length_counts", "val_samples", "compile", "ema_decay", "optim",
+        "sampler", "_instantiator", "_class_path")
+
+
+def _power_of_two(v) -> bool:
+    return count(v, 1) and v & (v - 1) == 0
+
+
+@dataclass(frozen=True)
+class DistillationConfig(Settings):
+    """How the student is distilled: the rounds of step halving and the loss."""
+
+    what = "distillation setting"
+
+    start_steps: int = setting(8, "DDIM steps of the first round's student (its teacher takes twice as many); "
+                                   "a power of two")
+    final_steps: int = setting(1, "DDIM steps of the last round's student, its default sampler; a power of two "
+                                  "<= start_steps")
+    round_steps: int = setting(1000, "training steps per round; after the last round training goes on at final_steps")
+    token_weight: float = setting(1.0, "weight of the cross-entropy of the student's logits on the teacher's tokens "
+                                       "at the last step (what rounding 'last' reads)")
+    known_lengths: float = setting(0.5, "probability that a batch is distilled at its texts' lengths, padding known as "
+                                        "`--length data` samples (otherwise at free length)")
+
+    def __post_init__(self):
+        self._check({
+            "start_steps": (_power_of_two, "a power of two"),
+            "final_steps": (_power_of_two, "a power of two"),
+            "round_steps": (lambda v: count(v, 1), "a positive integer"),
+            "token_weight": (lambda v: number(v) and v >= 0, "a finite number >= 0"),
+            "known_lengths": (lambda v: number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+        })
+        if self.final_steps > self.start_steps:
+            raise ValueError(f"final_steps={self.final_steps} must divide start_steps={self.start_steps} "
+                             "(both powers of two, final_steps <= start_steps)")
+
+    @property
+    def rounds(self) -> int:
+        return int(math.log2(self.start_steps // self.final_steps)) + 1
+
+    def round_at(self, step: int) -> int:
+        """The round training step `step` belongs to (the last one goes on)."""
+        return min(step // self.round_steps, self.rounds - 1)
+
+    def steps_at(self, step: int) -> int:
+        """The student's number of DDIM steps at training step `step`."""
+        return self.start_steps >> self.round_at(step)
+
+
+def ddim_step(sde, x: torch.Tensor, x0: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """DDIM (eta = 0) from times s to t [B], per sample: x_t = (σ_t/σ_s) x_s + (α_t − (σ_t/σ_s) α_s) x0,
+    `solvers.ode.ddim_update` with the coefficients of each sample's own times."""
+    ratio = sde.sigma(t) / sde.sigma(s)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return ratio.to(x.dtype).view(shape) * x + (sde.alpha(t) - ratio * sde.alpha(s)).to(x.dtype).view(shape) * x0
+
+
+def distillation_target(sde, x_t: torch.Tensor, x_next: torch.Tensor, t: torch.Tensor,
+                        t_next: torch.Tensor) -> torch.Tensor:
+    """The x0 whose single DDIM step from x_t at t lands on x_next at t_next (Salimans & Ho, eq. 8):
+    x0* = (x_next − (σ'/σ) x_t) / (α' − (σ'/σ) α). Computed in float64: the denominator is small
+    where the step is short."""
+    ratio = sde.sigma(t_next) / sde.sigma(t)
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    num = x_next.double() - ratio.view(shape) * x_t.double()
+    return (num / (sde.alpha(t_next) - ratio * sde.alpha(t)).view(shape)).to(x_t.dtype)
+
+
+def ddim_grid(sde, steps: int) -> torch.Tensor:
+    """The times `solvers.sample(method="ddim", steps=steps)` visits from t = 1 to the end time
+    generation uses (`sde.t_min_default`)."""
+    name = solvers.grids.resolve_default(solvers.method_info("ddim")["default_grid"], sde)
+    return solvers.make_grid(name, sde, steps, 1.0, float(sde.t_min_default))
+
+
+class DistilledDiffusionLM(DiffusionLM):
+    """A DiffusionLM distilled from a trained one into a few-step DDIM sampler.
+
+    Args:
+        teacher_ckpt: the DiffusionLM checkpoint to distil; its hyperparameters are copied in
+            (`teacher`), so the student's checkpoint stands alone.
+        tokenizer_json, seq_len, attributes: filled in from the data module by the CLI; they must
+            be the teacher's.
+        distill: the rounds and the loss (`DistillationConfig`).
+        optim: the optimizer; its warm-up and cosine decay restart with every round.
+        ema_decay: the EMA decay (warmed up anew each round); a round's EMA is the next teacher.
+        sampler: the default sampler; None: DDIM at `distill.final_steps`, the teacher's
+            temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
+        val_samples, length_counts, compile: as DiffusionLM's (length_counts default to the teacher's).
+        teacher: the teacher's hyperparameters, read from `teacher_ckpt`; leave it unset, a
+            reloaded student carries it.
+
+    Self-conditioning is fed as sampling feeds it: at step i > 0 of its grid the student sees its
+    own estimate from step i − 1, so training reaches x_t by the student's own DDIM step from the
+    data noised to the previous grid time, conditioning on that step's estimate (at i = 0,
+    none). The teacher starts from the same estimate and its second step conditions on its
+    first. (Without self-conditioning the quickstart teacher is 4x less valid at 16 DDIM steps, and
+    a student distilled without it stayed below the teacher: docs/results.md.) Embeddings are
+    frozen: the targets live in the teacher's embedding space.
+    """
+
+    GROUPS = ("optim",)  # conditioning stays inside `teacher`
+
+    def __init__(
+        self,
+        teacher_ckpt: str | None = None,
+        tokenizer_json: str | None = None,
+        seq_len: int = 40,
+        attributes: list[str] | None = None,
+        distill: DistillationConfig | None = None,
+        optim: OptimConfig | None = None,
+        ema_decay: float = 0.999,
+        sampler: SamplerConfig | None = None,
+        val_samples: int = 64,
+        length_counts: list[int] | None = None,
+        compile: bool = False,
+        teacher: dict | None = None,
+    ):
+        from cdlm.checkpoints import build, model_name, read_checkpoint
+
+        d = DistillationConfig.of(distill)
+        first, model = teacher is None, None  # a reload carries `teacher`, and its weights in the state
+        if first:
+            if teacher_ckpt is None:
+                raise ValueError("DistilledDiffusionLM needs --model.teacher_ckpt (a trained DiffusionLM checkpoint)")
+            ckpt = read_checkpoint(teacher_ckpt)
+            if model_name(ckpt, teacher_ckpt) != "DiffusionLM":
+                raise ValueError(f"teacher_ckpt {teacher_ckpt!r} is not a DiffusionLM checkpoint (its model: "
+                                 f"{model_name(ckpt, teacher_ckpt)})")
+            full = DiffusionLM.upgrade_hparams(dict(ckpt["hyper_parameters"]))
+            _check_matches(full, teacher_ckpt, tokenizer_json, seq_len, attributes)
+            tokenizer_json, seq_len = full["tokenizer_json"], full["seq_len"]
+            length_counts = full.get("length_counts") if length_counts is None else length_counts
+            teacher = {k: v for k, v in full.items() if k not in _OWN}
+            model = build("DiffusionLM", ckpt["hyper_parameters"], ckpt["state_dict"], teacher_ckpt)  # checks it all
+        if not isinstance(teacher, dict):
+            raise ValueError(f"teacher must be the teacher's hyperparameters (a mapping), got {type(teacher).__name__}")
+        training = DiffusionTraining.of(teacher.get("training"))
+        if sampler is None:  # (a reload carries the one it was built with)
+            temperature = SamplerConfig.of(full.get("sampler") if first else None).temperature
+            sampler = SamplerConfig(method="ddim", steps=d.final_steps, temperature=temperature, rounding="last")
+        super().__init__(
+            **{k: v for k, v in teacher.items() if k not in ("training", "sampler")},
+            tokenizer_json=tokenizer_json, seq_len=seq_len, attributes=attributes, length_counts=length_counts,
+            val_samples=val_samples, compile=compile, ema_decay=ema_decay, optim=optim, sampler=sampler,
+            # the student never draws training times or moves its embeddings
+            training=training.replace(time_sampling="stratified", learn_embeddings=False).as_dict(),
+        )
+        self.distill = d
+        self.teacher_training = training
+        self.hparams.clear()  # DiffusionLM's arguments: this class's own replace them
+        self.save_hyperparameters(ignore=["distill", "optim", "sampler"])
+        # what was read from the teacher: LightningCLI has `save_hyperparameters` store the given arguments
+        self.hparams.update(teacher=teacher, tokenizer_json=tokenizer_json, length_counts=length_counts)
+        self.store_groups(distill=d, sampler=self.sampler)
+        self._round = 0
+        self._teacher_box: list = []  # not a submodule: the student's state_dict stays a DiffusionLM's
+        if model is not None:  # the student and its EMA start as the teacher
+            self._set_teacher(model.ema)
+            self.net.load_state_dict(model.ema.state_dict())
+            self.ema.load_state_dict(model.ema.state_dict())
+
+    @staticmethod
+    def upgrade_hparams(hparams: dict) -> dict:
+        return dict(hparams)  # this class has only ever stored its groups
+
+    # ------------------------------------------------------------ teacher and rounds
+    @property
+    def teacher_net(self):
+        if not self._teacher_box:
+            raise ValueError("this student has no teacher network: distil from --model.teacher_ckpt, or resume "
+                             "from a checkpoint written by `cdlm fit`")
+        net = self._teacher_box[0]
+        return net.to(self.device) if next(net.parameters()).device != self.device else net
+
+    def _set_teacher(self, net) -> None:
+        self._teacher_box[:] = [copy.deepcopy(net).requires_grad_(False).eval()]
+
+    @torch.no_grad()
+    def _advance(self, round_: int) -> None:
+        """A new round: its teacher is the last round's EMA student, and the student starts from it."""
+        from cdlm.run_guards import LossGuard
+
+        self._set_teacher(self.ema)
+        self.net.load_state_dict(self.ema.state_dict())
+        self._round = round_
+        # halving the steps raises the loss's scale (measured 0.01 → 1 from 8 steps to 1), not a divergence
+        for callback in self.trainer.callbacks if self._trainer is not None else ():
+            if isinstance(callback, LossGuard):
+                callback.reset()
+
+    @property
+    def student_steps(self) -> int:
+        """The DDIM steps of the student being trained (validation at a round's end: that round's)."""
+        return self.distill.start_steps >> self._round
+
+    def on_train_batch_start(self, batch, batch_idx):
+        r = self.distill.round_at(self.global_step)
+        if r != self._round:
+            self._advance(r)
+
+    def update_ema(self, steps_taken: int) -> None:
+        # warmed up anew each round: the EMA tracks this round's student, not the last one's
+        super().update_ema(steps_taken - self._round * self.distill.round_steps)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # a round's checkpoint samples by default at the steps its student was distilled for
+        h = checkpoint.get("hyper_parameters")
+        if isinstance(h, dict) and isinstance(h.get("sampler"), dict):
+            h["sampler"] = {**h["sampler"], "steps": self.student_steps}
+        net = self.teacher_net
+        checkpoint[TEACHER_KEY] = {"round": self._round, "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        h = checkpoint.get("hyper_parameters")
+        if isinstance(h, dict) and isinstance(h.get("sampler"), dict):  # the round's steps are no change of settings
+            h["sampler"] = {**h["sampler"], "steps": self.sampler.steps}
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get(TEACHER_KEY)
+        if not isinstance(saved, dict):
+            raise ValueError("cannot resume: the checkpoint lacks the distillation teacher")
+        net = copy.deepcopy(self.ema)  # every round's teacher has the student's shapes
+        net.load_state_dict(saved["state"])
+        self._set_teacher(net)
+        self._round = int(saved["round"])
+
+    def configure_optimizers(self):
+        h, d = self.optim, self.distill
+        opt = self.make_optimizer(h.name)
+
+        def factor(step: int) -> float:  # warm-up and cosine decay within each round
+            k = step - d.round_at(step) * d.round_steps
+            if k < h.warmup_steps:
+                return (k + 1) / h.warmup_steps
+            progress = min(1.0, (k - h.warmup_steps) / max(1, d.round_steps - h.warmup_steps))
+            return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------ the loss
+    def _denoiser(self, net, ids: torch.Tensor, noise: torch.Tensor, known_lengths: bool, attributes) -> Denoiser:
+        """The sampler's denoiser over `net`, as `sample_ids` builds it: with known lengths the
+        padding is known (shown as `--length data` shows it) and banned from the content."""
+        t, options = self.teacher_training, {}
+        if known_lengths:
+            pads = ids == self.pad_id
+            options = {"known_ids": torch.where(pads, ids, torch.full_like(ids, -1)), "pad_banned": ~pads}
+        if attributes is not None:
+            options.update(attributes=attributes, guidance_scale=self.conditioning.guidance_scale)
+        d = Denoiser(net, self.sde, self.sampler.temperature, pad_id=self.pad_id, clean_pad=t.clean_padding > 0,
+                     clean_known=t.clean_context > 0 or t.hybrid_corruption > 0, **options)
+        d.noise = noise  # known padding is shown as the data's own forward-noised copy
+        return d
+
+    def distillation_loss(self, ids: torch.Tensor, steps: int, known_lengths: bool, attributes=None):
+        """(x0 loss, token loss) per sequence [B] of a student of `steps` DDIM steps."""
+        B, sde = ids.shape[0], self.sde
+        grid = ddim_grid(sde, 2 * steps).to(ids.device)
+        i = torch.randint(steps, (B,), device=ids.device)
+        t, t_mid, t_next = grid[2 * i], grid[2 * i + 1], grid[2 * i + 2]
+        s = grid[(2 * i - 2).clamp(min=0)]  # the student's previous grid time (t itself at i = 0)
+        teacher = self.teacher_net
+        x0 = teacher.embedding(ids)
+        noise = torch.randn_like(x0)
+        sd = self._denoiser(self.net, ids, noise, known_lengths, attributes)
+        td = self._denoiser(teacher, ids, noise, known_lengths, attributes)
+        with torch.no_grad():
+            # x_t and its self-conditioning input as sampling makes them: the student's own step
+            # from s (at i = 0, s = t: the step is the identity and there is no estimate, zeros)
+            x_s = sde.perturb(x0, s, noise)
+            prev = sd(x_s, s)
+            x_t = ddim_step(sde, x_s, prev, s, t)
+            if self.net.self_condition:
+                prev = torch.where((i == 0)[:, None, None], torch.zeros_like(prev), prev)
+                sd.x0_prev, td.x0_prev = prev, prev
+            # the teacher's two steps; its second call self-conditions on its first, as in sampling
+            x_mid = ddim_step(sde, x_t, td(x_t, t), t, t_mid)
+            x_next = ddim_step(sde, x_mid, td(x_mid, t_mid), t_mid, t_next)
+            target = distillation_target(sde, x_t, x_next, t, t_next)
+            tokens = td.logits.argmax(-1)  # what rounding "last" would read off the teacher
+        x0_hat = sd.denoise(x_t, t)
+        free = (ids != self.pad_id) if known_lengths else torch.ones_like(ids, dtype=torch.bool)
+        free = free.to(x0_hat.dtype)
+        norm = free.sum(1).clamp(min=1)
+        weight = sde.log_snr(t).exp().clamp(min=1.0).to(x0_hat.dtype)  # truncated SNR, max(SNR, 1)
+        mse = weight * (((x0_hat - target) ** 2).mean(-1) * free).sum(1) / norm
+        last = (i == steps - 1).to(x0_hat.dtype)
+        ce = F.cross_entropy(sd.logits.transpose(1, 2), tokens, reduction="none")
+        ce = last * (ce * free).sum(1) / norm
+        return mse, ce
+
+    def _loss(self, batch, stage: str):
+        ids = batch[0]
+        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attributes is not None and stage == "train":
+            attributes = self.drop_attributes(attributes)
+        known = bool(torch.rand(()) < self.distill.known_lengths)
+        steps = self.student_steps
+        mse, ce = self.distillation_loss(ids, steps, known, attributes)
+        loss = mse.mean() + self.distill.token_weight * ce.mean()
+        on_step, sync = stage == "train", stage != "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, sync_dist=sync)
+        self.log(f"{stage}/x0_loss", mse.mean(), on_step=on_step, on_epoch=not on_step, sync_dist=sync)
+        if stage == "train":
+            self.log("train/student_steps", float(steps), on_step=True, on_epoch=False)
+        return loss
+
+    def on_validation_epoch_end(self):
+        # samples at the current round's steps, not yet the final ones
+        final, self.sampler = self.sampler, self.sampler.replace(steps=self.student_steps)
+        try:
+            super().on_validation_epoch_end()
+        finally:
+            self.sampler = final
+
+
+def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attributes) -> None:
+    from cdlm.data.tokenizer import load_tokenizer
+
+    if tokenizer_json is not None and tokenizer_json != h["tokenizer_json"] \
+            and load_tokenizer(tokenizer_json).get_vocab() != load_tokenizer(h["tokenizer_json"]).get_vocab():
+        raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the teacher's data settings")
+    if seq_len != h["seq_len"]:
+        raise ValueError(f"seq_len={seq_len} but {source!r} was trained with seq_len={h['seq_len']}")
+    if (attributes or None) != (h.get("attributes") or None):
+        raise ValueError(f"attributes {attributes} differ from those {source!r} was trained with ({h.get('attributes')})")
