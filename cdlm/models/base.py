@@ -116,6 +116,13 @@ class StepModule(L.LightningModule):
     checkpoints record their model's registry name (`cdlm.checkpoints`), and a resumed run
     checks the checkpoint against the model it was built as, then applies changed settings."""
 
+    GROUPS: tuple[str, ...] = ()  # the hyperparameter groups the constructor takes (`cdlm.models.config`)
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict) -> dict:
+        """A checkpoint's hyperparameters from before the groups, with the flat names folded in."""
+        return upgrade_flat_hparams(hparams, cls.GROUPS)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         from cdlm.checkpoints import MODEL_KEY
 
@@ -155,8 +162,8 @@ class StepModule(L.LightningModule):
         except ValueError as err:
             diff = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
             raise ValueError(f"cannot resume: {err}" + (f"; changed: {diff}" if diff else "")) from None
-        before, now = saved.get("optim.name", "adamw"), mine["optim.name"]
-        if before != now:  # the optimizer state is the checkpoint's optimizer's
+        before, now = saved.get("optim.name", "adamw"), mine.get("optim.name", "adamw")
+        if before != now:  # the optimizer state is the checkpoint's optimizer's (the classifier: always AdamW)
             raise ValueError(f"cannot resume: the run was trained with optimizer {before!r}, whose state "
                              f"{now!r} cannot take; start a new run or keep --model.optim.name={before}")
         self._resume_changes = changed
@@ -200,7 +207,7 @@ class LanguageModel(StepModule):
     `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
-    GROUPS = ("optim",)  # the hyperparameter groups the constructor takes (`cdlm.models.config`)
+    GROUPS = ("optim",)
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):
         super().__init__()
@@ -218,11 +225,6 @@ class LanguageModel(StepModule):
             self.hparams[name] = getattr(self, name).as_dict()
         for name, config in groups.items():
             self.hparams[name] = config.as_dict()
-
-    @classmethod
-    def upgrade_hparams(cls, hparams: dict) -> dict:
-        """A checkpoint's hyperparameters from before the groups, with the flat names folded in."""
-        return upgrade_flat_hparams(hparams, cls.GROUPS)
 
     # the networks that `--model.compile` compiles when assigned (EMA included)
     COMPILED_NETWORKS = ("net", "ema")

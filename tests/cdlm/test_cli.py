@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cdlm.cli import main
 from tests.cdlm.conftest import fails
@@ -71,6 +72,12 @@ def test_attribute_control_from_the_command_line(tmp_path, fit, tiny_ckpt, tiny_
           "--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
           f"--trainer.default_root_dir={clf}", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
           f"--trainer.callbacks.dirpath={clf}", "--trainer.callbacks.save_last=true"])
+    main(["fit", "--model=cdlm.AttributeClassifier", f"--model.diffusion_ckpt={tiny_ckpt}", "--model.width=32",  # resumed
+          "--model.depth=1", "--model.heads=2", "--data.num_examples=400", "--data.condition_column=mr",
+          "--trainer.max_steps=5", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+          f"--trainer.default_root_dir={clf}", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+          f"--trainer.callbacks.dirpath={clf}", "--trainer.callbacks.save_last=true", "--ckpt_path", str(clf / "last.ckpt")])
+    assert torch.load(clf / "last.ckpt", weights_only=True)["global_step"] == 5
     guided = json.loads(run(capsys, "eval", "--ckpt_path", str(tiny_ckpt), "--classifier_ckpt", str(clf / "last.ckpt"),
                             "--attribute", "food=french", "--classifier_scale", "2", "--num_samples", "2", "--steps", "2",
                             "--nll_batches", "0"))
