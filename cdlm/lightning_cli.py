@@ -91,7 +91,9 @@ class CDLMCLI(LightningCLI):
         """--name, else the stem of the first --config file (configs/quickstart.yaml: quickstart)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         configs = config.get("config") or []
-        return config.get("name") or (Path(str(configs[0])).stem if configs else None)
+        name = config.get("name") or (Path(str(configs[0])).stem if configs else None)
+        config["name"] = name  # the config saved beside the run names it: resuming from that file keeps its folders
+        return name
 
     def run_folders(self, kwargs: dict) -> dict:
         """A named run logs to TensorBoard in ROOT/NAME and checkpoints in ROOT/NAME/checkpoints
@@ -106,7 +108,8 @@ class CDLMCLI(LightningCLI):
         root = Path(trainer.get("default_root_dir") or RUNS)
         if trainer.get("logger") in (None, True):
             kwargs["logger"] = TensorBoardLogger(save_dir=root, name=name)
-        callbacks = list(trainer.get("callbacks") or [])
+        given = trainer.get("callbacks") or []
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [given]  # Lightning takes one alone too
         if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             every = trainer.get("val_check_interval")
             callbacks.append(ModelCheckpoint(

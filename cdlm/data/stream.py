@@ -288,7 +288,7 @@ class StreamWindows(IterableDataset):
                     buffer.extend(ids + sep)
             batch.clear()
 
-        for index, row in enumerate(self.rows):
+        for index, row in enumerate(self._all_rows()):
             if lo <= index < hi:
                 continue
             batch.append(row[self.column])
@@ -301,6 +301,15 @@ class StreamWindows(IterableDataset):
         while len(buffer) >= self.seq_len:
             yield buffer[: self.seq_len]
             del buffer[: self.seq_len]
+
+    def _all_rows(self):
+        """Every row, in every worker: a `datasets` stream iterated plainly inside a DataLoader
+        worker hands it only its own shards, and the windows are shared out in `__iter__`."""
+        if not hasattr(self.rows, "iter"):
+            yield from self.rows
+            return
+        for batch in self.rows.iter(batch_size=MAP_BATCH):
+            yield from ({self.column: text} for text in batch[self.column])
 
     def _shuffled(self):
         if not self.shuffle:
@@ -325,10 +334,15 @@ class StreamWindows(IterableDataset):
         # the DataLoader takes batches from its workers in turn: this worker handed out every
         # workers-th of the `skip_batches` batches already served
         skip = (max(0, self.skip_batches - worker) + workers - 1) // workers * self.batch_size
-        kept = 0
+        kept, held = 0, None
         for k, window in enumerate(self._shuffled()):
-            if k % share != mine:
+            if k % share == mine:
+                held = window
+            if k % share != share - 1 or held is None:
                 continue
+            # only complete groups of `share` windows are handed out: every rank and worker gets as
+            # many, so no rank runs a step (and an all-reduce) the others never join
+            window, held = held, None
             kept += 1
             if kept > skip:
                 ids = torch.tensor(window, dtype=torch.long)
