@@ -48,3 +48,14 @@ def length_order(num_samples: int, seq_len: int, known_ids: torch.Tensor | None,
     if bool((content == content[0]).all()):
         return None
     return torch.sort(content, stable=True).indices
+
+
+def in_order(order: torch.Tensor | None, *rows: torch.Tensor | None) -> list:
+    """Per-sample inputs (rows [num_samples, ...], or None) moved into the samples' places in
+    `order` (None: as they are)."""
+    return [v if order is None or v is None else v[order.to(v.device)] for v in rows]
+
+
+def original_order(ids: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """Rows sampled in `order` back in the order they were asked for."""
+    return ids if order is None else ids[torch.argsort(order).to(ids.device)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 import solvers
-from cdlm.sampling.base import Generation, length_order, most_confident, network_length
+from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
 from cdlm.sampling.settings import SamplerConfig
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
 
@@ -287,11 +287,9 @@ def generate_ids(
     t_restarts = [float(t) for t in sde.t_from_log_snr(levels)]
     x0_hook = clamp_hook(net, sde, sampler.clamp_below_t) if sampler.clamp_below_t > 0 else None
     order = length_order(num_samples, seq_len, known_ids, lengths, pad_id) if sampler.group_lengths else None
-    if order is not None:  # every per-sample input follows the samples into their sorted places
-        pick = lambda v: None if v is None else v[order.to(v.device)]  # noqa: E731
-        if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:
-            known_ids = pick(known_ids)
-        lengths, attributes, classifier_targets = pick(lengths), pick(attributes), pick(classifier_targets)
+    if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:  # else shared by all
+        known_ids = in_order(order, known_ids)[0]
+    lengths, attributes, classifier_targets = in_order(order, lengths, attributes, classifier_targets)
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -332,7 +330,4 @@ def generate_ids(
             ids = net.embedding.nearest(denoiser.x0_prev) if sampler.rounding == "nearest" else denoiser.logits.argmax(-1)
         chunks.append(ids)
         nfe = max(nfe, denoiser.network_calls)
-    ids = torch.cat(chunks)
-    if order is not None:
-        ids = ids[torch.argsort(order).to(ids.device)]
-    return Generation(ids, nfe)
+    return Generation(original_order(torch.cat(chunks), order), nfe)

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from cdlm.sampling.base import Generation, length_order, most_confident, network_length
+from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 SCHEDULES = ("log_linear", "cosine")
@@ -201,11 +201,9 @@ def generate_masked(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = next(net.parameters()).device
     order = length_order(num_samples, seq_len, known_ids, lengths, pad_id) if sampler.group_lengths else None
-    if order is not None:  # every per-sample input follows the samples into their sorted places
-        pick = lambda v: None if v is None else v[order.to(v.device)]  # noqa: E731
-        if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:
-            known_ids = pick(known_ids)
-        lengths, attributes = pick(lengths), pick(attributes)
+    if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:  # else shared by all
+        known_ids = in_order(order, known_ids)[0]
+    lengths, attributes = in_order(order, lengths, attributes)
     chunks, nfe = [], 0
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
@@ -232,7 +230,4 @@ def generate_masked(
                               s.threshold if s.method == "threshold" else None)
         chunks.append(z)
         nfe = max(nfe, denoiser.calls)
-    ids = torch.cat(chunks)
-    if order is not None:
-        ids = ids[torch.argsort(order).to(ids.device)]
-    return Generation(ids, nfe)
+    return Generation(original_order(torch.cat(chunks), order), nfe)
