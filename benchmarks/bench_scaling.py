@@ -50,6 +50,12 @@ def parse_overrides(args: list[str]) -> dict:
     return out
 
 
+def batch_size_of(args: list[str], default: int) -> int:
+    """A recipe's `--data.batch_size=N`: a bigger batch spends the same budget in fewer steps."""
+    sizes = [int(a.partition("=")[2]) for a in args if a.lstrip("-").startswith("data.batch_size=")]
+    return sizes[-1] if sizes else default
+
+
 def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
     """Training FLOPs per token of a quickstart config with recipe overrides, from its shape."""
     from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
@@ -74,11 +80,12 @@ def plan(a, tok: str) -> list[dict]:
     jobs = []
     for line, (kind, args) in lines.items():
         fpt = flops_per_token(kind, parse_overrides(args), tok)
+        tokens_per_step = a.tokens_per_step * batch_size_of(args, a.batch_size) / a.batch_size
         for budget in a.budgets:
-            steps = max(1, round(budget * a.base_steps * ar_fpt / fpt))
+            steps = max(1, round(budget * a.base_steps * a.tokens_per_step * ar_fpt / (tokens_per_step * fpt)))
             for seed in a.seeds:
                 jobs.append(dict(line=line, kind=kind, budget=budget, seed=seed, steps=steps, args=args,
-                                 name=f"{line}_x{budget:g}_s{seed}", train_flops=fpt * steps * a.tokens_per_step))
+                                 name=f"{line}_x{budget:g}_s{seed}", train_flops=fpt * steps * tokens_per_step))
     return sorted(jobs, key=lambda j: -j["steps"])  # longest first: the pool drains evenly
 
 
@@ -126,6 +133,7 @@ def main() -> None:
                    help='a continuous-model line with extra fit arguments, e.g. "prior:--model.output_prior=1.0"')
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     p.add_argument("--base_steps", type=int, default=4500, help="AR steps that make 1x")
+    p.add_argument("--batch_size", type=int, default=64, help="the quickstart's batch (a recipe may set --data.batch_size)")
     p.add_argument("--tokens_per_step", type=int, default=64 * 40, help="the quickstart's batch x seq_len")
     p.add_argument("--parallel", type=int, default=2, help="training runs at once")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
