@@ -72,7 +72,7 @@ def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
 
 def plan(a, tok: str) -> list[dict]:
     """One job per (line, budget, seed): line is a model or a continuous recipe."""
-    lines = {m: (m, []) for m in a.models.split(",")}
+    lines = {m: (m, []) for m in a.models.split(",") if m}  # --models "" leaves the recipes alone
     for spec in a.recipe:
         name, _, args = spec.partition(":")
         lines[name] = ("continuous", args.split())
