@@ -35,13 +35,13 @@ from bench_quality import evaluate_checkpoint  # noqa: E402
 from bench_throughput import tokenizer_json, train_flops_per_token  # noqa: E402
 
 
-def parse_overrides(args: list[str]) -> dict:
-    """`--model.K=V`, `--model.GROUP.K=V` (and `--model.init_args.…`) recipe arguments as model
-    init args, a group's fields as a mapping (others ignored)."""
+def parse_overrides(args: list[str], section: str = "model") -> dict:
+    """`--SECTION.K=V`, `--SECTION.GROUP.K=V` (and `--SECTION.init_args.…`) recipe arguments as
+    init args, a group's fields as a mapping (other sections ignored)."""
     out = {}
     for arg in args:
         key, _, value = arg.lstrip("-").partition("=")
-        for prefix in ("model.init_args.", "model."):
+        for prefix in (f"{section}.init_args.", f"{section}."):
             if key.startswith(prefix):
                 *group, name = key[len(prefix):].split(".")
                 if len(group) <= 1:
@@ -50,14 +50,28 @@ def parse_overrides(args: list[str]) -> dict:
     return out
 
 
-def batch_size_of(args: list[str], default: int) -> int:
-    """A recipe's `--data.batch_size=N`: a bigger batch spends the same budget in fewer steps."""
-    sizes = [int(a.partition("=")[2]) for a in args if a.lstrip("-").startswith("data.batch_size=")]
-    return sizes[-1] if sizes else default
+def batch_shape(args: list[str], a) -> tuple[int, float]:
+    """(rows, mean tokens a row) of a recipe's training batches: a bigger `--data.batch_size` spends
+    the budget in fewer steps, and `--data.bucket_lengths=true` cuts batches after their longest
+    text, so its steps are cheaper; its mean width is measured over one epoch of its loader."""
+    data = parse_overrides(args, "data")
+    rows, width = data.get("batch_size", a.batch_size), a.tokens_per_step / a.batch_size
+    if data.get("bucket_lengths"):
+        from cdlm import TextDataModule
+
+        dm = TextDataModule(**data)
+        dm.setup("fit")
+        lengths = dm.train_set.tensors[1].sum(1)
+        order = list(dm.train_dataloader().sampler)
+        cuts = [min(dm.hparams.seq_len, int(lengths[order[i: i + rows]].max()) + 1)
+                for i in range(0, len(order) - rows + 1, rows)]
+        width = sum(cuts) / len(cuts)
+    return rows, width
 
 
-def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
-    """Training FLOPs per token of a quickstart config with recipe overrides, from its shape."""
+def flops_per_token(model_kind: str, overrides: dict, tok: str, width: float = 40) -> float:
+    """Training FLOPs per token of a quickstart config with recipe overrides, from its shape, in
+    batches `width` tokens wide (attention's share grows with it)."""
     from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
 
     init = model_init_args(MODEL_CONFIGS[model_kind])
@@ -67,7 +81,7 @@ def flops_per_token(model_kind: str, overrides: dict, tok: str) -> float:
     cls = {"continuous": DiffusionLM, "masked": MaskedDiffusionLM, "ar": AutoregressiveLM}[model_kind]
     model = cls(**init)
     kind = "continuous_sc" if model_kind == "continuous" and model.training_config.self_condition > 0 else model_kind
-    return train_flops_per_token(kind, model, init["seq_len"])
+    return train_flops_per_token(kind, model, width)
 
 
 def plan(a, tok: str) -> list[dict]:
@@ -79,8 +93,9 @@ def plan(a, tok: str) -> list[dict]:
     ar_fpt = flops_per_token("ar", {}, tok)
     jobs = []
     for line, (kind, args) in lines.items():
-        fpt = flops_per_token(kind, parse_overrides(args), tok)
-        tokens_per_step = a.tokens_per_step * batch_size_of(args, a.batch_size) / a.batch_size
+        rows, width = batch_shape(args, a)
+        fpt = flops_per_token(kind, parse_overrides(args), tok, width)
+        tokens_per_step = rows * width
         for budget in a.budgets:
             steps = max(1, round(budget * a.base_steps * a.tokens_per_step * ar_fpt / (tokens_per_step * fpt)))
             for seed in a.seeds:

@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_collate
 
 from cdlm.data import corpus
 from cdlm.control.attributes import AttributeVocab, parse_mr
@@ -269,10 +269,16 @@ class EpochShuffle(DistributedSampler):
     same epoch order, starting at r (the tail that does not divide evenly is dropped): batch b of
     every rank together is batch b of one process with the global batch, and `skip` counts this
     rank's indices, so resume stays exact. It is a `DistributedSampler` only so that Lightning
-    keeps it instead of wrapping it in one (which would reshuffle it and lose `skip`)."""
+    keeps it instead of wrapping it in one (which would reshuffle it and lose `skip`).
+
+    With `lengths` [size] (length bucketing) each run of `POOL` batches of the epoch order is
+    sorted by length and cut into batches of `batch_size`, and the batches are shuffled: a batch
+    holds texts of similar length, so `cut_padding` can drop most of its pad positions."""
+
+    POOL = 50  # batches sorted together: similar lengths within a batch, still random across batches
 
     def __init__(self, size: int, num_samples: int | None = None, seed: int | None = None,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, lengths: torch.Tensor | None = None, batch_size: int = 1):
         # DistributedSampler.__init__ is not called: it wants a dataset and a process group, and
         # every method it would set up is overridden here
         if not 0 <= rank < num_replicas:
@@ -281,6 +287,7 @@ class EpochShuffle(DistributedSampler):
         self.num_replicas, self.rank = num_replicas, rank
         self.seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
         self.epoch = self.skip = 0
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at each epoch start
         if epoch != self.epoch:
@@ -295,8 +302,28 @@ class EpochShuffle(DistributedSampler):
                  else torch.randint(0, self.size, (self.num_samples,), generator=generator))
         if self.num_replicas > 1:
             order = order[self.rank : len(self) * self.num_replicas : self.num_replicas]
+        if self.lengths is not None:
+            order = self._bucketed(order, generator)
         skip, self.skip = self.skip, 0
         return iter(order[skip:].tolist())
+
+    def _bucketed(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`order` regrouped into batches of similar length, in random batch order; the tail that
+        fills no batch stays last (the loader drops it)."""
+        full = len(order) // self.batch_size * self.batch_size
+        pool = self.POOL * self.batch_size
+        runs = [run[torch.argsort(self.lengths[run], stable=True)] for run in order[:full].split(pool)]
+        batches = torch.cat(runs).view(-1, self.batch_size) if runs else order[:0].view(0, self.batch_size)
+        batches = batches[torch.randperm(len(batches), generator=generator)]
+        return torch.cat([batches.flatten(), order[full:]])
+
+
+def cut_padding(rows: list) -> list:
+    """Collate sentence examples (ids, mask[, attributes]) and cut the columns after the batch's
+    longest text and the pad that ends it: the length-bucketing loader's collate."""
+    ids, mask, *rest = default_collate(rows)
+    keep = min(ids.shape[1], int(mask.sum(1).max()) + 1)
+    return [ids[:, :keep], mask[:, :keep], *rest]
 
 
 class ResumableLoader(DataLoader):
@@ -367,6 +394,10 @@ class TextDataModule(L.LightningDataModule):
             lengths; True: running text cut into fixed windows.
         truncate: without packing, cut texts longer than `seq_len` (with a warning giving the
             tokens lost); False stops with the figures and the `seq_len` that fits 99% of texts.
+        bucket_lengths: without packing, training batches of texts of similar length, each cut
+            after its longest text and the pad that ends it (`EpochShuffle`, `cut_padding`): fewer
+            pad positions computed per step. The network then rarely sees long runs of padding,
+            so sample at the data's lengths with the sampler's `trim_padding`.
         num_examples: size of the embedded corpus (training part).
         corpus_seed: seed of the embedded corpus.
         num_workers: DataLoader worker processes.
@@ -399,6 +430,7 @@ class TextDataModule(L.LightningDataModule):
         seq_len: int | None = None,
         packing: bool = False,
         truncate: bool = False,
+        bucket_lengths: bool = False,
         batch_size: int = 64,
         val_fraction: float = 0.05,
         num_examples: int = 50000,
@@ -426,6 +458,8 @@ class TextDataModule(L.LightningDataModule):
         if tokenizer is not None and tokenizer not in KINDS and not Path(tokenizer).is_file():
             raise ValueError(f"tokenizer {tokenizer!r} is neither one of {', '.join(KINDS)} nor a tokenizer.json file")
         self.save_hyperparameters()
+        if bucket_lengths and packing:
+            raise ValueError("bucket_lengths=true groups texts of one example each by length: needs packing=false")
         if condition_column is not None and packing:
             raise ValueError(f"condition_column={condition_column!r} needs one text per example (packing=false)")
         self._texts: tuple[list[str], list[str]] | None = None
@@ -968,9 +1002,12 @@ class TextDataModule(L.LightningDataModule):
         # windows of a stream: an epoch is as many random windows as the stream holds end to end
         epoch_size = (ds.num_tokens if isinstance(ds, TokenWindows) else len(ds.tokens)) // h.seq_len \
             if isinstance(ds, WindowDataset) else None
-        order = EpochShuffle(len(ds), epoch_size, num_replicas=replicas, rank=rank)
+        bucket = h.bucket_lengths and isinstance(ds, TensorDataset)
+        order = EpochShuffle(len(ds), epoch_size, num_replicas=replicas, rank=rank,
+                             lengths=ds.tensors[1].sum(1) if bucket else None, batch_size=h.batch_size)
         order.seed = self._shared(order.seed)
         return ResumableLoader(ds, batch_size=h.batch_size, sampler=order, drop_last=True,
+                               collate_fn=cut_padding if bucket else None,
                                generator=torch.Generator().manual_seed(order.seed), **workers)
 
     def _replicas(self) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """The training and sampling switches, each off by default: the output prior (skip
 logits), logit-normal time, noise scale, CANDI-style hybrid corruption, self-conditioning
-guidance and Muon. Where there is math, it is checked against exact values."""
+guidance, Muon and length bucketing. Where there is math, it is checked against exact values."""
 
 import copy
 import math
@@ -323,6 +323,58 @@ def test_muon_trains_and_its_state_round_trips(dm, cls):
     assert all(torch.equal(a, b) for a, b in zip(*results))
     with pytest.raises(ValueError, match="another optimizer"):
         again.load_state_dict(torch.optim.AdamW(model.net.parameters()).state_dict())
+
+
+# ------------------------------------------------------------------------------ length bucketing
+def test_length_buckets_batch_similar_lengths_cut_the_padding_and_resume_exactly():
+    from cdlm.data.module import ResumableLoader
+
+    def loader():
+        torch.manual_seed(0)  # the epoch order's seed comes from the global RNG
+        dm = TextDataModule(num_examples=600, batch_size=8, bucket_lengths=True)
+        dm.setup("fit")
+        return dm, dm.train_dataloader()
+
+    dm, first = loader()
+    lengths = dm.train_set.tensors[1].sum(1)
+    order = list(first.sampler)
+    full = len(order) // 8 * 8
+    assert sorted(order) == list(range(len(lengths)))  # every text once an epoch
+    bucketed = [float(lengths[order[i: i + 8]].float().std()) for i in range(0, full, 8)]
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0))[:full].view(-1, 8)
+    assert sum(bucketed) < 0.3 * float(lengths[shuffled].float().std(1).sum())  # similar lengths in a batch
+    whole = list(first)
+    for ids, mask in whole:  # cut after the longest text and its end pad, and nothing of a text lost
+        assert ids.shape[1] == min(dm.hparams.seq_len, int(mask.sum(1).max()) + 1)
+        assert torch.equal(mask, ids != dm.tokenizer.token_to_id("[PAD]"))
+    assert sum(ids.numel() for ids, _ in whole) < 0.8 * len(whole) * 8 * dm.hparams.seq_len
+    _, again = loader()
+    it = iter(again)
+    seen = [next(it)[0] for _ in range(7)]
+    torch.manual_seed(1)
+    resumed = TextDataModule(num_examples=600, batch_size=8, bucket_lengths=True).train_dataloader()
+    resumed.load_state_dict(again.state_dict())  # the seed travels in the state
+    rest = [b[0] for b in resumed]
+    assert isinstance(resumed, ResumableLoader) and len(seen) + len(rest) == len(whole)
+    assert all(torch.equal(a, b) for a, b in zip(seen + rest, [b[0] for b in whole]))
+    with pytest.raises(ValueError, match="bucket_lengths=true .* needs packing=false"):
+        TextDataModule(dataset="any.txt", packing=True, bucket_lengths=True)
+
+
+@pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
+def test_each_model_trains_on_bucketed_batches(cls, tmp_path):
+    L.seed_everything(0)
+    dm = TextDataModule(num_examples=64, batch_size=8, bucket_lengths=True)
+    dm.setup("fit")
+    widths = []
+    model = tiny(dm, cls)
+    step = model.training_step
+    model.training_step = lambda batch, *args: (widths.append(batch[0].shape[1]), step(batch, *args))[1]
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert len(widths) == 4 and min(widths) < dm.hparams.seq_len
+    assert trainer.callback_metrics["train/loss"].isfinite()
 
 
 def test_bad_switch_values_are_one_line_errors(dm):
