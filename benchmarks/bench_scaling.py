@@ -53,16 +53,17 @@ def parse_overrides(args: list[str], section: str = "model") -> dict:
 def batch_shape(args: list[str], a) -> tuple[int, float]:
     """(rows, mean tokens a row) of a recipe's training batches: a bigger `--data.batch_size` spends
     the budget in fewer steps, and `--data.bucket_lengths=true` cuts batches after their longest
-    text, so its steps are cheaper; its mean width is measured over one epoch of its loader."""
+    text, so its steps are cheaper; its mean width is measured over one fixed epoch of its order."""
     data = parse_overrides(args, "data")
     rows, width = data.get("batch_size", a.batch_size), a.tokens_per_step / a.batch_size
     if data.get("bucket_lengths"):
         from cdlm import TextDataModule
+        from cdlm.data.module import EpochShuffle
 
         dm = TextDataModule(**data)
         dm.setup("fit")
         lengths = dm.train_set.tensors[1].sum(1)
-        order = list(dm.train_dataloader().sampler)
+        order = list(EpochShuffle(len(lengths), seed=0, lengths=lengths, batch_size=rows))  # seeded: the same steps each time
         cuts = [min(dm.hparams.seq_len, int(lengths[order[i: i + rows]].max()) + 1)
                 for i in range(0, len(order) - rows + 1, rows)]
         width = sum(cuts) / len(cuts)
