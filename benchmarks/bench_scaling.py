@@ -132,6 +132,8 @@ def plot(rows: list[dict], path: Path) -> None:
                 xs = sorted(pts)
                 ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=line)
         ax.set_xscale("log", base=2)
+        if key == "gen_ppl":  # an untrained model's hundreds would flatten the rest
+            ax.set_yscale("log")
         ax.set_xlabel("training compute (x AR quickstart)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
