@@ -55,22 +55,23 @@ def batch_shape(args: list[str], a) -> tuple[int, float]:
     the budget in fewer steps, and `--data.bucket_lengths=true` cuts batches after their longest
     text, so its steps are cheaper; its mean width is measured over one fixed epoch of its order."""
     data = parse_overrides(args, "data")
-    rows, width = data.get("batch_size", a.batch_size), a.tokens_per_step / a.batch_size
+    rows, width = data.get("batch_size", a.batch_size), a.seq_len
     if data.get("bucket_lengths"):
+        import torch
+
         from cdlm import TextDataModule
-        from cdlm.data.module import EpochShuffle
+        from cdlm.data.module import EpochShuffle, cut_width
 
         dm = TextDataModule(**data)
         dm.setup("fit")
         lengths = dm.train_set.tensors[1].sum(1)
-        order = list(EpochShuffle(len(lengths), seed=0, lengths=lengths, batch_size=rows))  # seeded: the same steps each time
-        cuts = [min(dm.hparams.seq_len, int(lengths[order[i: i + rows]].max()) + 1)
-                for i in range(0, len(order) - rows + 1, rows)]
-        width = sum(cuts) / len(cuts)
+        order = torch.tensor(list(EpochShuffle(len(lengths), seed=0, lengths=lengths, batch_size=rows)))  # seeded: the same steps each time
+        batches = order[: len(order) // rows * rows].view(-1, rows)  # the loader drops the tail
+        width = sum(cut_width(lengths[b], dm.hparams.seq_len) for b in batches) / len(batches)
     return rows, width
 
 
-def flops_per_token(model_kind: str, overrides: dict, tok: str, width: float = 40) -> float:
+def flops_per_token(model_kind: str, overrides: dict, tok: str, width: float) -> float:
     """Training FLOPs per token of a quickstart config with recipe overrides, from its shape, in
     batches `width` tokens wide (attention's share grows with it)."""
     from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
@@ -91,14 +92,14 @@ def plan(a, tok: str) -> list[dict]:
     for spec in a.recipe:
         name, _, args = spec.partition(":")
         lines[name] = ("continuous", args.split())
-    ar_fpt = flops_per_token("ar", {}, tok)
+    ar_fpt = flops_per_token("ar", {}, tok, a.seq_len)
     jobs = []
     for line, (kind, args) in lines.items():
         rows, width = batch_shape(args, a)
         fpt = flops_per_token(kind, parse_overrides(args), tok, width)
         tokens_per_step = rows * width
         for budget in a.budgets:
-            steps = max(1, round(budget * a.base_steps * a.tokens_per_step * ar_fpt / (tokens_per_step * fpt)))
+            steps = max(1, round(budget * a.base_steps * a.batch_size * a.seq_len * ar_fpt / (tokens_per_step * fpt)))
             for seed in a.seeds:
                 jobs.append(dict(line=line, kind=kind, budget=budget, seed=seed, steps=steps, args=args,
                                  name=f"{line}_x{budget:g}_s{seed}", train_flops=fpt * steps * tokens_per_step))
@@ -152,7 +153,7 @@ def main() -> None:
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     p.add_argument("--base_steps", type=int, default=4500, help="AR steps that make 1x")
     p.add_argument("--batch_size", type=int, default=64, help="the quickstart's batch (a recipe may set --data.batch_size)")
-    p.add_argument("--tokens_per_step", type=int, default=64 * 40, help="the quickstart's batch x seq_len")
+    p.add_argument("--seq_len", type=int, default=40, help="the quickstart's seq_len (the embedded corpus picks 40)")
     p.add_argument("--parallel", type=int, default=2, help="training runs at once")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run")
     p.add_argument("--num_samples", type=int, default=256)

@@ -318,11 +318,16 @@ class EpochShuffle(DistributedSampler):
         return torch.cat([batches.flatten(), order[full:]])
 
 
+def cut_width(lengths: torch.Tensor, seq_len: int) -> int:
+    """Columns a batch of texts of `lengths` keeps when cut after its longest text and its end pad."""
+    return min(seq_len, int(lengths.max()) + 1)
+
+
 def cut_padding(rows: list) -> list:
-    """Collate sentence examples (ids, mask[, attributes]) and cut the columns after the batch's
-    longest text and the pad that ends it: the length-bucketing loader's collate."""
+    """Collate sentence examples (ids, mask[, attributes]) and cut them to `cut_width`: the
+    length-bucketing loader's collate."""
     ids, mask, *rest = default_collate(rows)
-    keep = min(ids.shape[1], int(mask.sum(1).max()) + 1)
+    keep = cut_width(mask.sum(1), ids.shape[1])
     return [ids[:, :keep], mask[:, :keep], *rest]
 
 
