@@ -13,12 +13,15 @@ TensorBoard logger it writes:
   in the training text);
   `figures/denoising`: one sample being denoised, position by position: which token each call
   predicts (continuous) or has unmasked (masked), and at which call each settles on its final token;
+  `figures/context` (every model, the autoregressive one too), with the scalars `val/context_bits`
+  and `val/order_bits`: what the model gains from context over the best context-free model, and
+  what shuffling the context costs it (`cdlm.diagnostics`);
 - at the end of training, the hyperparameters of the model and the data with the final metrics
   (HParams tab: `final/val/loss`, `final/val/validity`, ...; Lightning's −1 `hp_metric`
   placeholder is switched off) and the token embeddings, labelled by token (Projector tab).
 
-The autoregressive model has no noise level and no sampler to compare: it gets the hparams and
-the projector only. Figures cost a few seconds of sampling with the defaults (16 samples, step
+The autoregressive model has no noise level and no sampler to compare: it gets the context figure,
+the hparams and the projector only. Figures cost a few seconds of sampling with the defaults (16 samples, step
 counts 4, 8, 16); `--dashboard.figures=false` turns them off.
 """
 
@@ -32,25 +35,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from cdlm.models.base import flat_hparams
+from cdlm.diagnostics import training_ids
+from cdlm.models.base import LanguageModel, flat_hparams
 
 # hyperparameters too long or too structured for the HParams table (their size is logged instead)
 _LONG_HPARAMS = ("tokenizer_json", "length_counts", "attributes", "diffusion")
 _DEFAULT_METHODS = {"continuous": ("default", "ddim", "dpmpp_2m"), "masked": ("low_confidence", "ancestral", "semi_ar")}
-FIGURES = ("figures/loss_vs_noise", "figures/quality_vs_nfe", "figures/denoising")
+FIGURES = ("figures/loss_vs_noise", "figures/quality_vs_nfe", "figures/denoising", "figures/context")
 
 
 def model_kind(model) -> str | None:
-    """"continuous", "masked", "autoregressive" or None (not a language model)."""
-    if not hasattr(model, "tokenizer"):
-        return None
-    if getattr(model, "left_to_right", False):
-        return "autoregressive"
-    if hasattr(model, "sde"):
-        return "continuous"
-    if hasattr(model, "mask_id"):
-        return "masked"
-    return None
+    """"continuous", "masked", "autoregressive" (`LanguageModel.kind`) or None (not a language model)."""
+    return model.kind or None if isinstance(model, LanguageModel) else None
 
 
 def token_label(tokenizer, i: int) -> str:
@@ -78,11 +74,12 @@ class Dashboard(Callback):
         noise_levels: points of the loss-against-noise figure.
         hparams: log the hyperparameters with the final metrics when training ends.
         embeddings: write the token embeddings to the projector when training ends.
+        context: with figures, the context diagnostics at each validation (a few seconds).
     """
 
     def __init__(self, figures: bool = True, num_samples: int = 16, steps: list[int] | None = None,
                  methods: list[str] | None = None, noise_levels: int = 24, hparams: bool = True,
-                 embeddings: bool = True):
+                 embeddings: bool = True, context: bool = True):
         if num_samples < 1:
             raise ValueError(f"dashboard.num_samples must be positive, got {num_samples}")
         if noise_levels < 2:
@@ -92,8 +89,10 @@ class Dashboard(Callback):
             raise ValueError(f"dashboard.steps must be positive step counts, got {steps}")
         self.figures, self.num_samples, self.steps = figures, num_samples, sorted(set(steps))
         self.methods, self.noise_levels = None if methods is None else list(methods), noise_levels
-        self.log_hparams, self.embeddings = hparams, embeddings
+        self.log_hparams, self.embeddings, self.context = hparams, embeddings, context
         self._batch: torch.Tensor | None = None
+        self._log_prior: torch.Tensor | None = None  # the training unigram, read once
+        self._diagnostics: dict | None = None  # the last validation's context diagnostics
         self._bigrams: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- hooks
@@ -148,6 +147,9 @@ class Dashboard(Callback):
             for tag, image in images.items():
                 writer.experiment.add_image(tag, image, trainer.global_step, dataformats="HWC")
             writer.experiment.add_scalar("val/dashboard_seconds", time.perf_counter() - start, trainer.global_step)
+            if self._diagnostics is not None:
+                for key in ("context_bits", "order_bits"):
+                    writer.experiment.add_scalar(f"val/{key}", self._diagnostics[key], trainer.global_step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
@@ -165,9 +167,11 @@ class Dashboard(Callback):
     def draw(self, trainer, model, kind: str) -> dict:
         """{tag: HWC uint8 image} of the figures for `model` (a "continuous", "masked" or
         "autoregressive" model); the autoregressive one has none."""
-        if kind not in _DEFAULT_METHODS:
-            return {}
         images = {}
+        if self.context and self._batch is not None and trainer.datamodule is not None:
+            images["figures/context"] = self.context_figure(trainer, model)
+        if kind not in _DEFAULT_METHODS:
+            return images
         if self._batch is not None:
             images["figures/loss_vs_noise"] = self.loss_vs_noise(model, kind, self._batch.to(model.device))
         images["figures/quality_vs_nfe"] = self.quality_vs_nfe(trainer, model, kind)
@@ -216,6 +220,38 @@ class Dashboard(Callback):
         ax.grid(alpha=0.3)
         return _render(fig)
 
+    def context_figure(self, trainer, model):
+        """Cross-entropy with the context in order, shuffled, and of the context-free reference."""
+        from cdlm.diagnostics import diagnose, unigram_log_prior
+
+        if self._log_prior is None:
+            self._log_prior = unigram_log_prior(training_ids(trainer.datamodule), model.tokenizer.get_vocab_size())
+        d = self._diagnostics = diagnose(model, self._batch, self._log_prior, num_times=8)
+        fig, ax = _figure(6.4, 4.0)
+        rows = d["rows"]
+        if d["kind"] == "continuous":
+            x = [r["log_snr"] for r in rows]
+            curves = {"in order": "model_bits", "shuffled": "shuffled_bits", "per-token posterior (no context)": "posterior_bits",
+                      "clean neighbours": "clean_neighbours_bits", "clean neighbours, shuffled": "clean_shuffled_bits"}
+            ax.set_xlabel("log-SNR  (noisier ←)")
+        elif d["kind"] == "masked":
+            x = [r["mask_rate"] for r in rows]
+            curves = {"in order": "model_bits", "shuffled": "shuffled_bits", "unigram (no context)": "unigram_bits"}
+            ax.set_xlabel("mask rate")
+        else:
+            x = [0, 1, 2]
+            ax.bar(x, [rows[0]["model_bits"], rows[0]["shuffled_bits"], rows[0]["unigram_bits"]], color=["C0", "C1", "C2"])
+            ax.set_xticks(x, ["in order", "shuffled", "unigram (no context)"])
+            curves = {}
+        for label, key in curves.items():
+            ax.plot(x, [r[key] for r in rows], "o-" if "clean" not in label else "s--", ms=3, label=label)
+        ax.set_ylabel("cross-entropy, bits/token")
+        ax.set_title(f"context: {d['context_bits']:.2f} bits/token gained, {d['order_bits']:.2f} lost when shuffled", fontsize=9)
+        if curves:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        return _render(fig)
+
     def _quality(self, trainer, model, ids: torch.Tensor) -> tuple[float, str]:
         data = trainer.datamodule
         if getattr(data, "is_embedded", False):
@@ -227,7 +263,7 @@ class Dashboard(Callback):
     def _bigram_precision(self, data, model, ids: torch.Tensor) -> float:
         V = model.tokenizer.get_vocab_size()
         if self._bigrams is None:
-            self._bigrams = _bigrams(_training_ids(data), V, model.pad_id)
+            self._bigrams = _bigrams(training_ids(data), V, model.pad_id)
         grams = _bigrams([ids.cpu()], V, model.pad_id, unique=False)
         return float(torch.isin(grams, self._bigrams).float().mean()) if len(grams) else 0.0
 
@@ -367,17 +403,6 @@ def final_metrics(trainer) -> dict[str, float]:
                 out[f"final/{key}"] = value
     out["final/steps"] = float(trainer.global_step)
     return out
-
-
-BIGRAM_TOKENS = 10_000_000  # the bigrams of a packed corpus come from its first this many tokens: memory stays bounded
-
-
-def _training_ids(data) -> list[torch.Tensor]:
-    data.setup()
-    ds = data.train_set
-    if hasattr(ds, "tokens"):  # windows of one stream (a tensor, or a memory-mapped cache)
-        return [torch.as_tensor(ds.tokens[:BIGRAM_TOKENS])[None]]
-    return [ds.tensors[0]]
 
 
 def _bigrams(chunks: list[torch.Tensor], vocab: int, pad_id: int, unique: bool = True) -> torch.Tensor:

@@ -13,6 +13,14 @@ from torch import nn
 
 CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
 
+# How the backbone knows where a token is:
+# - learned: an absolute position table added to the input (GPT-2);
+# - alibi: no table; every head's attention logits gain -slope_h * |i - j| (Press et al., ALiBi),
+#   so attention is local from the first step whatever the input's scale;
+# - learned_alibi: both;
+# - rotary: no table; queries and keys are rotated by their positions (RoFormer).
+POSITIONS = ("learned", "alibi", "learned_alibi", "rotary")
+
 # hyperparameter → (test, what it must be); NaN fails every test (all comparisons are false)
 _VALID = {
     "width": (lambda v: v >= 1, "a positive integer"),
@@ -23,6 +31,7 @@ _VALID = {
     "dropout": (lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)"),
     "loops": (lambda v: v >= 1, "a positive integer"),
     "ema_decay": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "positions": (lambda v: v in POSITIONS, "one of " + ", ".join(POSITIONS)),
 }
 
 
@@ -69,18 +78,23 @@ class Block(nn.Module):
             nn.init.zeros_(self.modulation.bias)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None, causal: bool,
-                cache: "LayerCache | None" = None) -> torch.Tensor:
+                cache: "LayerCache | None" = None, where: "Positions | None" = None) -> torch.Tensor:
+        """`where` carries the positional attention terms of this call (`Positions`)."""
         a = self.norm1(h)
         if self.modulation is not None:
             s1, b1, s2, b2 = self.modulation(cond).chunk(4, dim=-1)
             a = a * (1 + s1) + b1
         B, L, W = h.shape
         q, k, v = self.qkv(a).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        if where is not None and where.rotation is not None:
+            q, k = rotate(q, where.rotation), rotate(k, where.rotation)  # new keys are cached rotated
         mask = None
         if cache is not None:
             # the new keys/values go into the preallocated buffers; attend over everything so far
             k, v, mask = cache.update(k, v, causal)
             causal = mask is None and causal and cache.offset == 0
+        if where is not None and where.bias is not None:
+            mask, causal = where.bias.to(q.dtype), False  # the bias already holds the causal mask
         att = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
         )
@@ -91,21 +105,61 @@ class Block(nn.Module):
         return h + F.dropout(self.mlp(b), self.dropout, self.training)
 
 
+def rotate(x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary embedding of queries or keys x [B, H, L, D] by (cos, sin) [L, D/2] (halves rotated)."""
+    cos, sin = rotation
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes 2^(-8h/H), h = 1..H: 1/4, 1/16, ... for 4 heads."""
+    return torch.tensor([2.0 ** (-8.0 * h / heads) for h in range(1, heads + 1)])
+
+
+class Positions:
+    """The positional terms one backbone call shares across its blocks: an additive attention
+    bias [H, Lq, Lk] (ALiBi by distance, with the causal mask folded in) and/or rotary (cos, sin)
+    for the queries' positions. Queries sit at positions start..start+Lq-1, keys at 0..start+Lq-1
+    with a cache (else the queries' own), so cached decoding sees exactly what a full pass sees."""
+
+    def __init__(self, kind: str, slopes: torch.Tensor, head_dim: int, start: int, length: int, causal: bool,
+                 cached: bool, device: torch.device):
+        self.bias = self.rotation = None
+        q = torch.arange(start, start + length, device=device)
+        if "alibi" in kind:
+            k = torch.arange(0, start + length, device=device) if cached else q
+            distance = (q[:, None] - k[None, :]).float()
+            self.bias = -slopes.to(device)[:, None, None] * distance.abs()
+            if causal:
+                self.bias = self.bias.masked_fill(distance < 0, float("-inf"))
+        if kind == "rotary":
+            freqs = 10000.0 ** (-torch.arange(0, head_dim // 2, device=device, dtype=torch.float32) / (head_dim // 2))
+            angles = q.float()[:, None] * freqs[None]
+            self.rotation = (torch.cos(angles), torch.sin(angles))
+
+
 class Backbone(nn.Module):
-    """Learned positions + `depth` blocks + final norm, on hidden states [B, L, width].
+    """Positions (`POSITIONS`) + `depth` blocks + final norm, on hidden states [B, L, width].
 
     `loops` > 1 runs the stack that many times with the same weights (a looped transformer:
     Saunshi et al. 2025, Ouro), so the compute of depth x loops layers for the parameters of
     `depth`; each pass is a layer of its own for the key/value cache."""
 
     def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool,
-                 loops: int = 1):
+                 loops: int = 1, positions: str = "learned"):
         super().__init__()
-        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout, loops=loops)
-        self.loops = loops
+        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout, loops=loops,
+                      positions=positions)
+        self.loops, self.max_len, self.positions = loops, max_len, positions
         if width % heads:
             raise ValueError(f"width={width} is not divisible by heads={heads}")
-        self.position = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        if positions == "rotary" and (width // heads) % 2:
+            raise ValueError(f"positions=rotary needs an even head size, got width/heads = {width // heads}")
+        self.head_dim = width // heads
+        self.position = nn.Parameter(torch.randn(max_len, width) * 0.02) if "learned" in positions else None
+        # not saved: a function of `heads` (checkpoints stay as they were)
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
         self.blocks = nn.ModuleList(Block(width, heads, dropout, conditioned) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
@@ -114,11 +168,16 @@ class Backbone(nn.Module):
         """With a `cache`, h [B, L, width] holds the next L positions after the `cache.length`
         already seen; their keys/values are appended and the cache advances by L."""
         start = 0 if cache is None else cache.length
-        if start + h.shape[1] > self.position.shape[0]:
-            raise ValueError(f"positions {start}..{start + h.shape[1] - 1} exceed max_len={self.position.shape[0]}")
-        h = h + self.position[start: start + h.shape[1]]
+        if start + h.shape[1] > self.max_len:
+            raise ValueError(f"positions {start}..{start + h.shape[1] - 1} exceed max_len={self.max_len}")
+        if self.position is not None:
+            h = h + self.position[start: start + h.shape[1]]
+        where = None
+        if self.positions != "learned":
+            where = Positions(self.positions, self.slopes, self.head_dim, start, h.shape[1], causal,
+                              cache is not None, h.device)
         for i, block in enumerate(list(self.blocks) * self.loops):
-            h = block(h, cond, causal, None if cache is None else cache.layer(i))
+            h = block(h, cond, causal, None if cache is None else cache.layer(i), where)
         if cache is not None:
             cache.length += h.shape[1]
         return self.norm(h)
@@ -208,6 +267,11 @@ class ScoreNetwork(nn.Module):
     With `num_attributes`, multi-hot attributes [B, A] (`cdlm.control.attributes`) add their summed
     embeddings to the time conditioning; all zeros (or None) is the unconditional model.
 
+    With `posterior_input` the network also reads the closed-form per-token posterior p(w | x_t)
+    (uniform prior; BFN's input): its expectation of a learned input table [V, width] is added to
+    the input, one-hot's row when the token is clear, the mean row when it is noise, much as a
+    masked model reads its tokens or the mask.
+
     With `output_prior` w > 0 the logits gain w · `prior_logits(x_t, λ)` (Plaid/LangFlow's skip
     logits): the exact posterior over tokens given x_t alone, so the network learns a correction
     to it instead of the whole answer. `forward(prior_weight=...)` overrides w (a training ramp).
@@ -228,6 +292,8 @@ class ScoreNetwork(nn.Module):
         num_attributes: int = 0,
         loops: int = 1,
         output_prior: float = 0.0,
+        positions: str = "learned",
+        posterior_input: bool = False,
     ):
         super().__init__()
         check_hparams(embed_dim=embed_dim, width=width)  # the layers before the backbone need them
@@ -236,8 +302,13 @@ class ScoreNetwork(nn.Module):
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
         self.interpolate, self.self_condition = interpolate, self_condition
         self.inp = nn.Linear(embed_dim * (2 if self_condition else 1), width)
+        self.posterior_input = None
+        if posterior_input:
+            # at the scale of inp(x_t) (about 0.5 a coordinate), so neither input drowns the other
+            self.posterior_input = nn.Parameter(torch.randn(vocab_size, width) * 0.5)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True, loops=loops)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True, loops=loops,
+                                 positions=positions)
         self.head = nn.Linear(width, vocab_size)
         self.x0_head = None if interpolate else nn.Linear(width, embed_dim)
 
@@ -267,7 +338,11 @@ class ScoreNetwork(nn.Module):
         extra = attribute_condition(self.attribute, attributes, cond.dtype)
         if extra is not None:
             cond = cond + extra
-        h = self.backbone(self.inp(x_in) + cond, cond)
+        h = self.inp(x_in) + cond
+        if self.posterior_input is not None:
+            posterior = torch.softmax(self.prior_logits(x_t, log_snr), dim=-1)
+            h = h + (posterior @ self.posterior_input.float()).to(h.dtype)
+        h = self.backbone(h, cond)
         logits = self.head(h).float()
         if self.output_prior:
             weight = self.output_prior if prior_weight is None else prior_weight
@@ -291,6 +366,35 @@ class ScoreNetwork(nn.Module):
         return c * (x_t.float() @ self.embedding.table().float().T)
 
 
+class PosteriorNetwork(nn.Module):
+    """The best denoiser that ignores context: p(w | x_t) ∝ prior(w) · N(x_t; α e_w, σ² I) at each
+    position on its own, for the embeddings of a `TokenEmbedding` and a log-prior [V] (e.g. the
+    training unigram), with ScoreNetwork's call signature. What a network gains over it is what
+    context buys (`cdlm.diagnostics`); for i.i.d. tokens from that prior it is the exact denoiser."""
+
+    self_condition, interpolate, attribute, output_prior = False, True, None, 0.0
+
+    def __init__(self, embedding: TokenEmbedding, log_prior: torch.Tensor):
+        super().__init__()
+        self.embedding = embedding
+        self.register_buffer("log_prior", log_prior.float().log_softmax(-1))
+
+    def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor, x0_prev: torch.Tensor | None = None,
+                temperature: float = 1.0, attributes: torch.Tensor | None = None, prior_weight=None,
+                return_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lam = log_snr.double()
+        alpha, var = torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam)  # VP: α² = sigmoid(λ), σ² = sigmoid(-λ)
+        alpha, var = (alpha.view(-1, 1, 1), var.view(-1, 1, 1)) if lam.ndim == 1 else (alpha[..., None], var[..., None])
+        E = self.embedding.table().double()
+        # log N(x_t; α e, σ²) up to terms equal for every token: (α x·e - α²|e|²/2) / σ²
+        log_lik = (alpha * (x_t.double() @ E.T) - 0.5 * alpha**2 * (E * E).sum(-1)) / var
+        logits = (log_lik + self.log_prior.double()).float()
+        if not return_x0:
+            return logits, None
+        x0 = torch.softmax(logits / temperature, dim=-1) @ E.float()
+        return logits, x0.to(x_t.dtype)
+
+
 class MaskedNetwork(nn.Module):
     """Partly masked ids z [B, L] → logits [B, L, V] of the clean token at every position.
 
@@ -304,13 +408,14 @@ class MaskedNetwork(nn.Module):
     """
 
     def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
-                 num_attributes: int = 0, loops: int = 1):
+                 num_attributes: int = 0, loops: int = 1, positions: str = "learned"):
         super().__init__()
         self.vocab_size, self.mask_id = vocab_size, vocab_size
         self.embedding = nn.Embedding(vocab_size + 1, width)
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0, loops=loops)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0, loops=loops,
+                                 positions=positions)
 
     def forward(self, z: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embedding(z)
@@ -343,15 +448,16 @@ class CausalLM(nn.Module):
     """The autoregressive baseline: the same backbone with a causal mask, tied embeddings."""
 
     def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
-                 loops: int = 1):
+                 loops: int = 1, positions: str = "learned"):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False, loops=loops)
+        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False, loops=loops,
+                                 positions=positions)
 
     def new_cache(self) -> KVCache:
         """An empty `KVCache` for `forward(ids, cache=...)`, sized for the longest sequence."""
-        return KVCache(len(self.backbone.blocks) * self.backbone.loops, self.backbone.position.shape[0])
+        return KVCache(len(self.backbone.blocks) * self.backbone.loops, self.backbone.max_len)
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits [B, L, V]; with a `cache`, ids are the next L tokens after those already in it."""

@@ -25,6 +25,8 @@ class AutoregressiveLM(LanguageModel):
         seq_len: sequence length (must equal the data module's).
         width, depth, heads, dropout: the transformer (same backbone as DiffusionLM's).
         loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
+        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`), as DiffusionLM's;
+            the key/value cache is exact for each.
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
@@ -36,6 +38,8 @@ class AutoregressiveLM(LanguageModel):
             (benchmarks/bench_throughput.py) and costs 15-30 s of compilation per run.
     """
 
+    kind = "autoregressive"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
+
     def __init__(
         self,
         tokenizer_json: str | None = None,
@@ -45,6 +49,7 @@ class AutoregressiveLM(LanguageModel):
         heads: int = 4,
         dropout: float = 0.0,
         loops: int = 1,
+        positions: str = "learned",
         optim: OptimConfig | None = None,
         sample_temperature: float = 1.0,
         val_samples: int = 64,
@@ -55,7 +60,7 @@ class AutoregressiveLM(LanguageModel):
         check_hparams(seq_len=seq_len)  # the network checks its own sizes
         self.save_hyperparameters()
         self.store_groups()
-        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout, loops)
+        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout, loops, positions)
 
     def shifted(self, ids: torch.Tensor) -> torch.Tensor:
         start = torch.full_like(ids[:, :1], self.pad_id)

@@ -207,6 +207,8 @@ class LanguageModel(StepModule):
     `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
+    # "continuous", "masked" or "autoregressive": which family's diagnostics, figures and samplers apply
+    kind: str = ""
     GROUPS = ("optim",)
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):

@@ -71,6 +71,10 @@ class DiffusionLM(DiffusionBase):
         embed_dim: token embedding dimension d.
         width, depth, heads, dropout: the transformer score network.
         loops: run the network's blocks this many times with tied weights (`cdlm.networks.Backbone`).
+        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`): learned,
+            alibi (attention biased by distance), learned_alibi, or rotary.
+        posterior_input: the network also reads the closed-form per-token posterior p(token | x_t)
+            (BFN's input), beside x_t (`cdlm.networks.ScoreNetwork`).
         normalize_embeddings: keep every embedding at norm sqrt(d).
         interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
         output_prior: weight w of the closed-form skip logits c·x_t·Eᵀ, c = α/σ² (Plaid,
@@ -97,6 +101,8 @@ class DiffusionLM(DiffusionBase):
     mapping of its fields, and is stored in `hparams` as plain values.
     """
 
+    kind = "continuous"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
+
     def __init__(
         self,
         tokenizer_json: str | None = None,
@@ -107,6 +113,8 @@ class DiffusionLM(DiffusionBase):
         heads: int = 4,
         dropout: float = 0.0,
         loops: int = 1,
+        positions: str = "learned",
+        posterior_input: bool = False,
         normalize_embeddings: bool = True,
         interpolate: bool = True,
         output_prior: float = 0.0,
@@ -143,6 +151,8 @@ class DiffusionLM(DiffusionBase):
             num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
             loops=loops,
             output_prior=output_prior,
+            positions=positions,
+            posterior_input=posterior_input,
         )
         self.net.embedding.weight.requires_grad_(t.learn_embeddings)
         self.init_ema()
@@ -241,15 +251,18 @@ class DiffusionLM(DiffusionBase):
         return known
 
     @torch.no_grad()
-    def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True) -> torch.Tensor:
-        """An upper bound on -log p(ids) in nats per sequence [B] (variational, continuous time).
+    def nll_bound(self, ids: torch.Tensor, num_times: int = 16, use_ema: bool = True,
+                  net: torch.nn.Module | None = None) -> torch.Tensor:
+        """An upper bound on -log p(ids) in nats per sequence [B] (variational, continuous time),
+        of this model's network (EMA unless `use_ema=False`) or of another denoiser `net` with its
+        call signature (`cdlm.networks.PosteriorNetwork`: the bound without context).
 
         -log p(w) <= E[-log p(w | z_0)] + ½ ∫ -λ'(t) e^λ(t) E||x0 - x̂0(z_t)||² dt + KL(q(z_1|w) || N(0, I)):
         the rounding term at t = 0 read from the logits, the diffusion term by `num_times`
         stratified times per sequence, and the prior term in closed form. Self-conditioning
         is off: its input would make the integrand depend on another model call.
         """
-        net = self.ema if use_ema else self.net
+        net = net if net is not None else self.ema if use_ema else self.net
         x0 = net.embedding(ids)
         B, sde = ids.shape[0], self.sde
         t0 = float(sde.t_min_default)  # where the schedule's log-SNR is still finite

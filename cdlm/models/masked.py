@@ -35,6 +35,7 @@ class MaskedDiffusionLM(DiffusionBase):
         width, depth, heads, dropout: the bidirectional transformer (`MaskedNetwork`, the
             backbone DiffusionLM and AutoregressiveLM share); no time input.
         loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
+        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`), as DiffusionLM's.
         schedule: α_t, the probability a token is unmasked at time t: "log_linear" (1 - t) or
             "cosine" (cos(πt/2)). It shapes the mdlm objective's time distribution and the
             ancestral sampler's steps; the NELBO itself does not depend on it.
@@ -61,6 +62,8 @@ class MaskedDiffusionLM(DiffusionBase):
     carries DiffusionLM's values across the change of class unless given.
     """
 
+    kind = "masked"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
+
     def __init__(
         self,
         tokenizer_json: str | None = None,
@@ -70,6 +73,7 @@ class MaskedDiffusionLM(DiffusionBase):
         heads: int = 4,
         dropout: float = 0.0,
         loops: int = 1,
+        positions: str = "learned",
         schedule: str = "log_linear",
         objective: str = "mdlm",
         optim: OptimConfig | None = None,
@@ -91,7 +95,8 @@ class MaskedDiffusionLM(DiffusionBase):
         self.save_hyperparameters()
         self.store_groups(sampler=self.sampler)
         self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout,
-                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0, loops=loops)
+                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0, loops=loops,
+                                 positions=positions)
         self.mask_id = self.net.mask_id
         self.init_ema()
 

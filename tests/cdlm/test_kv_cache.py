@@ -13,8 +13,9 @@ def _net(seed=0, **kw):
     return net
 
 
-def test_incremental_logits_match_a_full_pass():
-    net = _net()
+@pytest.mark.parametrize("positions", ["learned", "alibi", "learned_alibi", "rotary"])
+def test_incremental_logits_match_a_full_pass(positions):
+    net = _net(positions=positions)
     ids = torch.randint(0, 23, (3, 16))
     with torch.no_grad():
         full = net(ids)
@@ -47,3 +48,23 @@ def test_cached_sampling_equals_recompute(tiny_ar_ckpt, prefix):
     recomputed = model.sample_ids(24, seed=3, prefix=prefix, batch_size=10, use_cache=False).ids
     assert torch.equal(cached, recomputed)
     assert cached.shape == (24, model.hparams.seq_len) and (cached != model.pad_id).any()
+
+
+@pytest.mark.parametrize("positions", ["alibi", "rotary"])
+def test_positions_without_a_table_still_see_order(positions):
+    """With no position table, only the attention terms tell the backbone where a token is: without
+    them it would be permutation-equivariant. With the causal mask, early tokens see nothing after them."""
+    from cdlm.networks import Backbone
+
+    torch.manual_seed(0)
+    net = Backbone(width=32, depth=2, heads=4, max_len=16, dropout=0.0, conditioned=False, positions=positions).eval()
+    assert net.position is None
+    h, perm = torch.randn(2, 13, 32), torch.randperm(13)
+    with torch.no_grad():
+        assert not torch.allclose(net(h[:, perm]), net(h)[:, perm], atol=1e-3)
+        torch.testing.assert_close(net(h[:, :4], causal=True), net(h, causal=True)[:, :4], rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_positions_is_one_line():
+    with pytest.raises(ValueError, match="positions must be one of learned, alibi, learned_alibi, rotary, got abs"):
+        _net(positions="abs")

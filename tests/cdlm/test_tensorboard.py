@@ -85,11 +85,12 @@ def test_figures_at_each_validation(run):
     kind, folder = run
     events = _events(folder)
     images = events.Tags()["images"]
-    if kind == "autoregressive":  # no noise level, no sampler to compare
-        assert not images
-        return
-    assert set(FIGURES) <= set(images)
-    for tag in FIGURES:
+    expected = ["figures/context"] if kind == "autoregressive" else FIGURES  # AR: no noise level, no sampler
+    assert set(images) == set(expected)
+    scalars = events.Tags()["scalars"]
+    assert {"val/context_bits", "val/order_bits"} <= set(scalars)
+    assert [e.step for e in events.Scalars("val/context_bits")] == [10, 20]
+    for tag in expected:
         shown = events.Images(tag)
         assert [e.step for e in shown] == [10, 20]  # each validation, not the sanity check
         assert shown[-1].width > 300 and shown[-1].height > 100
