@@ -5,7 +5,8 @@ import importlib
 # loaded on first use, so that `cdlm --help` and `import cdlm` stay fast
 _EXPORTS = {"TextDataModule": "cdlm.data", "AttributeClassifier": "cdlm.models", "AutoregressiveLM": "cdlm.models",
             "DiffusionLM": "cdlm.models", "DistilledDiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models",
-            "MaskedDiffusionLM": "cdlm.models"}
+            "MaskedDiffusionLM": "cdlm.models", "load": "cdlm.hub", "evaluate": "cdlm.evaluation",
+            "diagnose": "cdlm.diagnostics", "Request": "cdlm.control.request", "SamplerConfig": "cdlm.sampling.settings"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -195,38 +195,11 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu", expect=None, 
     ckpt = read_checkpoint(path, device)
     hparams = {**ckpt["hyper_parameters"], **overrides}
     model = build(model_name(ckpt, path), hparams, ckpt["state_dict"], path, device, expect)
-    return model, _data_hparams(ckpt)
+    model.data_hparams, model.training_steps = _data_hparams(ckpt), ckpt.get("global_step")
+    return model, model.data_hparams
 
 
 # ------------------------------------------------------------------ the exported, pickle-free form
-def export(ckpt_path: str, out_dir: str, overwrite: bool = False) -> Path:
-    """Write `model.safetensors`, `config.json` and `tokenizer.json` for the model in `ckpt_path`."""
-    from safetensors.torch import save_file
-
-    model, data_hparams = load_checkpoint(ckpt_path)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out_dir!r} is a file, not a folder")
-    clash = [n for n in (WEIGHTS, CONFIG, TOKENIZER) if (out / n).exists()]
-    if clash and not overwrite:
-        raise ValueError(f"--out {out_dir!r} already holds {', '.join(clash)}; pass --overwrite to replace them")
-    hparams = dict(model.hparams)
-    tokenizer = hparams.pop("tokenizer_json", None)
-    config = {"format_version": FORMAT_VERSION, MODEL_KEY: type(model).__name__,
-              "hyper_parameters": hparams, "data": data_hparams}
-    # shared storage (tied weights) cannot be written twice by safetensors: each tensor its own copy
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    with _atomic(out / WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", MODEL_KEY: type(model).__name__})
-    with _atomic(out / CONFIG) as tmp:
-        tmp.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
-    if tokenizer is not None:
-        with _atomic(out / TOKENIZER) as tmp:
-            tmp.write_text(tokenizer, encoding="utf-8")
-    return out
-
-
 def load_pretrained(folder: str, device: str | torch.device = "cpu", expect=None, **overrides):
     """(model, data hyperparameters) from an exported folder, as `load_checkpoint`."""
     from safetensors import SafetensorError
@@ -250,11 +223,15 @@ def load_pretrained(folder: str, device: str | torch.device = "cpu", expect=None
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{root / WEIGHTS} is not a readable safetensors file ({err})") from None
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    return build(name, hparams, state, folder, device, expect), {k: v for k, v in data.items() if _plain(v)}
+    model = build(name, hparams, state, folder, device, expect)
+    steps = config.get("training_steps")
+    model.data_hparams = {k: v for k, v in data.items() if _plain(v)}
+    model.training_steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+    return model, model.data_hparams
 
 
-class _atomic:
-    """`with _atomic(path) as tmp:` write tmp; on success it replaces path in one rename."""
+class atomic_file:
+    """`with atomic_file(path) as tmp:` write tmp; on success it replaces path in one rename."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -263,14 +240,16 @@ class _atomic:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from a shared group
         self.tmp = Path(tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            # after writing: mkstemp's 0600, or a writer that recreates the file (safetensors), would
+            # hide it from a shared group
+            os.chmod(self.tmp, 0o666 & ~umask)
             with open(self.tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(self.tmp, self.path)  # atomic on POSIX and Windows within one file system
@@ -280,7 +259,7 @@ class _atomic:
 
 def write_atomically(path, write) -> None:
     """`write(file)` into a temporary file beside `path`, then rename it over `path`."""
-    with _atomic(Path(path)) as tmp, open(tmp, "wb") as f:
+    with atomic_file(Path(path)) as tmp, open(tmp, "wb") as f:
         write(f)
         f.flush()
 

@@ -23,7 +23,9 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by `cdlm fit`")
-    source.add_argument("--model", dest="ckpt_path", metavar="DIR", help="model folder written by `cdlm export`")
+    source.add_argument("--model", dest="ckpt_path", metavar="DIR_OR_ID",
+                        help="model folder written by `cdlm export`, or a hub id (user/name)")
+    p.add_argument("--revision", default=None, help="the hub revision (branch, tag or commit) of a hub id")
     p.add_argument("--num_samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     from cdlm.sampling.settings import sampler_flags
@@ -122,11 +124,12 @@ GENERATES = ("sample_ids", "does not generate (an AttributeClassifier goes in --
 SCORES = ("token_nll", "is not an autoregressive model")
 
 
-def _load(path: str, device: str, needs: str, otherwise: str):
-    """(model, data hyperparameters) of a checkpoint whose model has the method `needs`."""
-    from cdlm.checkpoints import load_checkpoint
+def _load(path: str, device: str, needs: str, otherwise: str, revision: str | None = None):
+    """(model, data hyperparameters) of a checkpoint, model folder or hub id whose model has the method `needs`."""
+    from cdlm.hub import load
 
-    model, data_hparams = load_checkpoint(path, device)
+    model = load(path, device, revision)
+    data_hparams = model.data_hparams or {}
     if not hasattr(model, needs):
         raise ValueError(f"{path!r} holds the model {type(model).__name__}, which {otherwise}")
     return model, data_hparams
@@ -154,7 +157,7 @@ def cmd_sample(argv: list[str]) -> None:
     _check(args)
     if args.output:
         _check_output(args)  # before sampling, which may take long
-    model, _ = _load(args.ckpt_path, args.device, *GENERATES)
+    model, _ = _load(args.ckpt_path, args.device, *GENERATES, args.revision)
     request = _request(args)
     if request.classifier is not None and request.attributes is None:
         raise ValueError("--classifier_ckpt guides towards attributes: give --attribute")
@@ -195,7 +198,7 @@ def cmd_eval(argv: list[str]) -> None:
     _check(args)
     from cdlm.evaluation import evaluate, heldout_data
 
-    model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES)
+    model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES, args.revision)
     reference = _load(args.reference_ckpt, args.device, *SCORES)[0] if args.reference_ckpt else None
     data, problem = heldout_data(model, data_hparams)
     if problem:
@@ -221,7 +224,9 @@ def cmd_diagnose(argv: list[str]) -> None:
                 "it reads the order: a table, then one JSON line (`cdlm.diagnostics`).")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by `cdlm fit`")
-    source.add_argument("--model", dest="ckpt_path", metavar="DIR", help="model folder written by `cdlm export`")
+    source.add_argument("--model", dest="ckpt_path", metavar="DIR_OR_ID",
+                        help="model folder written by `cdlm export`, or a hub id (user/name)")
+    p.add_argument("--revision", default=None, help="the hub revision (branch, tag or commit) of a hub id")
     p.add_argument("--batches", type=int, default=4, help="held-out batches to score")
     p.add_argument("--num_times", type=int, default=16, help="noise levels per sequence of the diffusion bounds")
     p.add_argument("--seed", type=int, default=0)
@@ -236,7 +241,7 @@ def cmd_diagnose(argv: list[str]) -> None:
     from cdlm.diagnostics import diagnose, format_table, training_ids, unigram_log_prior
     from cdlm.evaluation import heldout_data
 
-    model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES)
+    model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES, args.revision)
     data, problem = heldout_data(model, data_hparams)
     if data is None:
         raise ValueError(f"{args.ckpt_path!r}: no held-out data to diagnose on ({problem or 'the checkpoint names no data'})")
@@ -257,22 +262,33 @@ def _root_message(err: BaseException) -> str:
 
 
 def cmd_export(argv: list[str]) -> None:
-    p = _Parser(prog="cdlm export", description="Write a checkpoint's model as model.safetensors, config.json and "
-                "tokenizer.json: the pickle-free form to share (read by `--model DIR` and `Model.from_pretrained(DIR)`).")
+    p = _Parser(prog="cdlm export", description="Write a checkpoint's model as a model folder, the Hub's way: "
+                "model.safetensors, config.json, tokenizer.json and a model card (README.md), without pickle "
+                "(read by `--model DIR`, `cdlm.load(DIR)` and `Model.from_pretrained(DIR)`).")
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by `cdlm fit`")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    p.add_argument("--metrics", default=None, metavar="FILE",
+                   help="a JSON object of measured metrics (e.g. `cdlm eval`'s output) for the model card")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     args = p.parse_args(argv)
-    from cdlm.checkpoints import export
+    metrics = None
+    if args.metrics:
+        try:
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8").strip().splitlines()[-1])
+        except (OSError, IndexError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"--metrics {args.metrics!r} is not a readable JSON object ({type(err).__name__})") from None
+        if not isinstance(metrics, dict):
+            raise ValueError(f"--metrics {args.metrics!r} holds {type(metrics).__name__}, not a JSON object")
+    from cdlm.hub import export
 
-    print(export(args.ckpt_path, args.out, overwrite=args.overwrite))
+    print(export(args.ckpt_path, args.out, overwrite=args.overwrite, metrics=metrics))
 
 
 COMMANDS = (  # (name, one line): what `cdlm --help` lists, in this order
     ("sample", "print texts generated by a checkpoint or an exported model (anchors, templates, attributes)"),
     ("eval", "sample and print quality metrics as JSON: validity, NLL bound, gen_ppl, NFE, ..."),
     ("diagnose", "the bits a model gains from context, and whether it reads the order (table + JSON)"),
-    ("export", "write a checkpoint's model as safetensors + config.json + tokenizer.json"),
+    ("export", "write a checkpoint's model as a model folder: safetensors, config, tokenizer, model card"),
     ("lab", "measure the seed's claims against AR: reversal, data-efficiency, anchors, loops"),
     ("fit", "train a model (Lightning: --config FILE, --model CLASS, --data.*, --trainer.*)"),
     ("validate", "the validation loss of a checkpoint (Lightning)"),

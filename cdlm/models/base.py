@@ -128,12 +128,32 @@ class StepModule(L.LightningModule):
 
         checkpoint[MODEL_KEY] = type(self).__name__
 
-    @classmethod
-    def from_pretrained(cls, folder: str, device: str | torch.device = "cpu"):
-        """The model in a folder written by `cdlm export` (safetensors, no pickle)."""
-        from cdlm.checkpoints import load_pretrained
+    kind: str = ""  # LanguageModel's subclasses: "continuous", "masked" or "autoregressive"
+    # where the model came from, when it was loaded (`cdlm.checkpoints`): written into model folders
+    data_hparams: dict | None = None
+    training_steps: int | None = None
 
-        return load_pretrained(folder, device, expect=cls)[0]
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, revision: str | None = None, cache_dir: str | None = None,
+                        device: str | torch.device = "cpu"):
+        """The model in a model folder (`save_pretrained`, `cdlm export`) or at a hub id ("user/name",
+        at `revision`, through the hub's cache); safetensors, no pickle."""
+        from cdlm.hub import load
+
+        return load(path_or_id, device, revision, cache_dir, expect=cls)
+
+    def save_pretrained(self, folder: str, metrics: dict | None = None, overwrite: bool = True):
+        """Write this model as a model folder: weights, config, tokenizer and model card (`cdlm.hub`)."""
+        from cdlm.hub import save_pretrained
+
+        return save_pretrained(self, folder, metrics=metrics, overwrite=overwrite)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    revision: str | None = None, commit_message: str | None = None, metrics: dict | None = None):
+        """Upload this model as a model folder to the hub repository `repo_id` (`cdlm.hub.push_to_hub`)."""
+        from cdlm.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private, token, revision, commit_message, metrics)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
@@ -207,8 +227,6 @@ class LanguageModel(StepModule):
     `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
-    # "continuous", "masked" or "autoregressive": which family's diagnostics, figures and samplers apply
-    kind: str = ""
     GROUPS = ("optim",)
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):

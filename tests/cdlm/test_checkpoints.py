@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cdlm import DiffusionLM
-from cdlm.checkpoints import export, load_checkpoint, load_pretrained
+from cdlm.checkpoints import load_checkpoint, load_pretrained
+from cdlm.hub import export
 from cdlm.cli import main
 from tests.cdlm.conftest import fails
 
@@ -105,7 +106,7 @@ def test_checkpoints_of_the_previous_format_still_load(tiny_ckpt, tmp_path):
 def test_export_round_trip(tiny_ckpt, tiny_ar_ckpt, tmp_path, capsys):
     for ckpt, cls in ((tiny_ckpt, DiffusionLM), (tiny_ar_ckpt, None)):
         folder = export(str(ckpt), str(tmp_path / Path(ckpt).parent.parent.name))
-        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
         original, data = load_checkpoint(str(ckpt))
         exported, exported_data = load_pretrained(str(folder))
         assert exported_data == data

@@ -183,6 +183,6 @@ def test_help_lists_every_command_without_loading_lightning():
     code = "import sys; from cdlm.cli import main; main(['--help']); print('lightning' in sys.modules, 'torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0
-    for command in ("fit", "validate", "test", "sample", "eval", "export", "lab"):
+    for command in ("fit", "validate", "test", "sample", "eval", "diagnose", "export", "lab"):
         assert f"\n  {command} " in proc.stdout
     assert proc.stdout.strip().endswith("False False")  # fast: neither torch nor Lightning is imported

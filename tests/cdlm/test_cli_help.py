@@ -22,7 +22,7 @@ def test_help_lists_every_command_in_order_one_line_each_fast():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()]
-    assert listed == ["sample", "eval", "export", "lab", "fit", "validate", "test"]
+    assert listed == ["sample", "eval", "diagnose", "export", "lab", "fit", "validate", "test"]
     for name, line in COMMANDS:
         assert sum(row.startswith(f"  {name} ") for row in lines) == 1 and len(line) > 20
     assert "predict" not in proc.stdout
