@@ -15,10 +15,9 @@ import json
 
 import torch
 
-from cdlm.data import corpus
-from cdlm.control.constraints import build_constraints
-from cdlm.data import TextDataModule
 from cdlm.checkpoints import load_checkpoint
+from cdlm.control.constraints import build_constraints
+from cdlm.data import TextDataModule, corpus
 from cdlm.evaluation import generative_perplexity
 from cdlm.lab.anchors import anchor_sets
 

@@ -20,12 +20,11 @@ import random
 import time
 
 import torch
-
 from bench_quality import markdown_table
-from cdlm.data import corpus
-from cdlm.control.attributes import attribute_accuracy, expressed, parse_mr
-from cdlm.data import TextDataModule
+
 from cdlm.checkpoints import load_checkpoint
+from cdlm.control.attributes import attribute_accuracy, expressed, parse_mr
+from cdlm.data import TextDataModule, corpus
 from cdlm.evaluation import generative_perplexity, rejection_sample
 
 

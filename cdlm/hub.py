@@ -12,8 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from cdlm.checkpoints import (CONFIG, FORMAT_VERSION, MODEL_KEY, TOKENIZER, WEIGHTS, atomic_file, load_checkpoint,
-                              load_pretrained)
+from cdlm.checkpoints import CONFIG, FORMAT_VERSION, MODEL_KEY, TOKENIZER, WEIGHTS, atomic_file, load_checkpoint, load_pretrained
 
 CARD = "README.md"
 FILES = (WEIGHTS, CONFIG, TOKENIZER, CARD)

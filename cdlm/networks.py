@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
 
 # How the backbone knows where a token is:

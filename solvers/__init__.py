@@ -7,10 +7,31 @@ adapters to torchdiffeq / torchsde / scipy, and likelihoods. It never imports `c
 from .core import NonFiniteError, StepInfo
 from .grids import GRIDS, make_grid
 from .likelihood import log_likelihood
-from .parameterization import (PREDICTIONS, as_x0_denoiser, convert, eps_to_x0, score_to_x0, v_to_x0,
-                               x0_to_eps, x0_to_score, x0_to_v)
+from .parameterization import (
+                               PREDICTIONS,
+                               as_x0_denoiser,
+                               convert,
+                               eps_to_x0,
+                               score_to_x0,
+                               v_to_x0,
+                               x0_to_eps,
+                               x0_to_score,
+                               x0_to_v,
+)
 from .sampling import SampleResult, available, method_info, sample
-from .sde import SDE, SDES, LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPFamilySDE, VPSDE, VPSqrtSDE, append_dims, sde_from_name
+from .sde import (
+                               SDE,
+                               SDES,
+                               VESDE,
+                               VPSDE,
+                               LogLinearVPSDE,
+                               SubVPSDE,
+                               VPCosineSDE,
+                               VPFamilySDE,
+                               VPSqrtSDE,
+                               append_dims,
+                               sde_from_name,
+)
 
 __all__ = [
     "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "VPSqrtSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "SDES", "sde_from_name",

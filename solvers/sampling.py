@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from . import ode, multistep, sde_solvers, external  # noqa: F401  (importing registers the methods)
+from . import external, multistep, ode, sde_solvers  # noqa: F401  (importing registers the methods)
 from .core import METHODS, Context, CountedDenoiser, get_method
 from .grids import make_grid, resolve_default
 from .sde import SDE

@@ -8,9 +8,9 @@ import os
 import re
 import sys
 import threading
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,11 +20,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_collate
 
-from cdlm.data import corpus
 from cdlm.control.attributes import AttributeVocab, parse_mr
-from cdlm.data.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
+from cdlm.data import corpus
 from cdlm.data import stream as streams
 from cdlm.data.stream import StreamWindows, TokenWindows, WindowDataset
+from cdlm.data.tokenizer import KINDS, PAD, encode, load_tokenizer, train_tokenizer
 
 EMBEDDED = "embedded"
 EMBEDDED_SETTINGS = {"tokenizer": "word", "seq_len": 40}  # what the embedded corpus takes when not given

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cdlm.sampling.base import Generation
+from cdlm.data.tokenizer import encode
 from cdlm.models.base import LanguageModel
 from cdlm.models.config import OptimConfig
 from cdlm.networks import CausalLM, check_hparams
-from cdlm.data.tokenizer import encode
+from cdlm.sampling.base import Generation
 
 
 class AutoregressiveLM(LanguageModel):

@@ -15,10 +15,10 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_warn
 
-from cdlm.data import corpus
 from cdlm.control.attributes import AttributeVocab, parse_attributes
-from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
+from cdlm.data import corpus
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
+from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
 
 
 def flat_hparams(hparams: dict) -> dict:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.control.attributes import AttributeVocab
+from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
 from cdlm.networks import NoisyAttributeClassifier
-from cdlm.data.tokenizer import load_tokenizer
 
 
 def _vocab(tokenizer_json: str) -> dict[str, int]:

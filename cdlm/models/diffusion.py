@@ -10,13 +10,12 @@ import torch.nn.functional as F
 
 import solvers
 from cdlm.control.constraints import build_constraints
-from cdlm.sampling.continuous import generate_ids
-from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import SCHEDULES, ConditioningConfig, DiffusionTraining, OptimConfig, upgrade_flat_hparams
-from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.models.time_warp import LossWarp
-
+from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
+from cdlm.sampling.continuous import generate_ids
+from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 
 
 class NoiseScaledVPSDE(solvers.VPFamilySDE):

@@ -9,7 +9,6 @@ unmasks from all-mask (`cdlm.sampling.masked`).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

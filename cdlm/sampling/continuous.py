@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 
 import solvers
+from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
 from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
 from cdlm.sampling.settings import SamplerConfig
-from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork
-
 
 
 class Denoiser:

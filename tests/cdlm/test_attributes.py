@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cdlm import DiffusionLM, TextDataModule
-from cdlm.data import corpus
 from cdlm.control.attributes import AttributeVocab, attribute_accuracy, expressed, parse_attributes, parse_mr
+from cdlm.data import corpus
 from cdlm.sampling.continuous import Denoiser
 
 
@@ -145,8 +145,8 @@ def test_sampling_with_attributes_and_its_errors():
 def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     """The plug-and-play classifier: trained on a diffusion checkpoint's embeddings, it stands
     alone, and its gradient shifts x0 by scale · σ²/α · ∇ log p."""
-    from cdlm.models.classifier import AttributeClassifier
     from cdlm.checkpoints import load_checkpoint
+    from cdlm.models.classifier import AttributeClassifier
 
     L.seed_everything(0)
     dm = TextDataModule(num_examples=200, batch_size=16, condition_column="mr")

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from cdlm.cli import main
 from cdlm.checkpoints import load_checkpoint
+from cdlm.cli import main
 from cdlm.evaluation import generative_perplexity
 
 

@@ -9,8 +9,8 @@ import torch
 
 from cdlm import DiffusionLM
 from cdlm.checkpoints import load_checkpoint, load_pretrained
-from cdlm.hub import export
 from cdlm.cli import main
+from cdlm.hub import export
 from tests.cdlm.conftest import fails
 
 

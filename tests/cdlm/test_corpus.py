@@ -13,8 +13,19 @@ import pytest
 
 from cdlm.data import corpus
 from cdlm.data.corpus import (
-    ATTRIBUTES, LANDMARKS, NAMES, VALUES, Record, corpus_texts, generate, is_valid, parse,
-    random_record, realise, validity, vocabulary,
+    ATTRIBUTES,
+    LANDMARKS,
+    NAMES,
+    VALUES,
+    Record,
+    corpus_texts,
+    generate,
+    is_valid,
+    parse,
+    random_record,
+    realise,
+    validity,
+    vocabulary,
 )
 
 N_SAMPLE = 50_000

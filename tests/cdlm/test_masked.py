@@ -9,7 +9,6 @@ from cdlm.checkpoints import load_checkpoint
 from cdlm.cli import main
 from cdlm.control.constraints import build_constraints
 from cdlm.sampling.settings import MASKED_METHODS as METHODS
-
 from tests.cdlm.conftest import fails
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, NonFiniteError, VPSDE
+from solvers import VPSDE, LogLinearVPSDE, NonFiniteError
 from solvers.analytic import GaussianTarget
 
 SDE = LogLinearVPSDE()

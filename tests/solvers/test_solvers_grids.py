@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from solvers import GRIDS, LogLinearVPSDE, VESDE, VPSDE, make_grid
+from solvers import GRIDS, VESDE, VPSDE, LogLinearVPSDE, make_grid
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), LogLinearVPSDE(), VESDE()], ids=lambda s: type(s).__name__)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, VPSDE
+from solvers import VPSDE, LogLinearVPSDE
 from solvers.analytic import GaussianTarget
 
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, VESDE, VPCosineSDE, VPSDE, VPSqrtSDE, SubVPSDE
-from solvers.analytic import GaussianTarget, relative_error as rel_err
+from solvers import VESDE, VPSDE, LogLinearVPSDE, SubVPSDE, VPCosineSDE, VPSqrtSDE
+from solvers.analytic import GaussianTarget
+from solvers.analytic import relative_error as rel_err
 
 ORDERS = {"euler": 1, "ddim": 1, "heun": 2, "dpmpp_2m": 2, "dpmpp_3m": 3,
           "unipc_bh1": 3, "unipc_bh2": 3, "unipc3_bh1": 4, "unipc3_bh2": 4,  # UniC adds one order

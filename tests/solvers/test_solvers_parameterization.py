@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from solvers import PREDICTIONS, LogLinearVPSDE, VESDE, VPSDE, as_x0_denoiser, convert
+from solvers import PREDICTIONS, VESDE, VPSDE, LogLinearVPSDE, as_x0_denoiser, convert
 from solvers.analytic import GaussianTarget
 
 SDES = [VPSDE(), VESDE(), LogLinearVPSDE()]

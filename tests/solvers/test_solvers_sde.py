@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, SubVPSDE, VESDE, VPCosineSDE, VPSDE, VPSqrtSDE, append_dims, sde_from_name
+from solvers import VESDE, VPSDE, LogLinearVPSDE, SubVPSDE, VPCosineSDE, VPSqrtSDE, append_dims, sde_from_name
 
 ALL = [VPSDE(), VPCosineSDE(), VPSqrtSDE(), SubVPSDE(), VESDE(), LogLinearVPSDE()]
 VP_FAMILY = [VPSDE(), VPCosineSDE(), VPSqrtSDE(), LogLinearVPSDE()]

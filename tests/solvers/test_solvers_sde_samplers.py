@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import solvers
-from solvers import LogLinearVPSDE, VPSDE
+from solvers import VPSDE, LogLinearVPSDE
 from solvers.analytic import GaussianTarget
 
 N = 4096  # standard error of a mean / std estimate: about 1.6% / 1.1% of the std
