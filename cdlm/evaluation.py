@@ -89,12 +89,17 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def sample_metrics(texts: Sequence[str], train_texts: Sequence[str] | None, embedded: bool) -> dict:
-    """Fractions of samples valid (embedded corpus), distinct, and absent from the training set."""
+    """Fractions of samples valid (embedded corpus), distinct, and absent from the training set, and
+    `known_words`: the share of the samples' whitespace-separated words that occur in the training
+    text (running text: are these words at all?)."""
     n = len(texts)
     out: dict = {"num_samples": n, "unique": len(set(texts)) / n}
     if train_texts is not None:
         seen = set(train_texts)
         out["novel"] = sum(t not in seen for t in texts) / n
+        vocabulary = {w for t in train_texts for w in t.split()}
+        words = [w for t in texts for w in t.split()]
+        out["known_words"] = sum(w in vocabulary for w in words) / len(words) if words else 0.0
     if embedded:
         out["validity"] = corpus.validity(texts)
     for k in (1, 2, 3):

@@ -59,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
         budget = c.add_mutually_exclusive_group()
         budget.add_argument("--steps", type=_positive(int), default=None, help="equal steps for every run")
         budget.add_argument("--minutes", type=_positive(float), default=None, help="equal wall time for every run")
+        if name in ("reversal", "loops"):
+            c.add_argument("--until", type=_positive(float), default=None, metavar="SCORE",
+                           help="train each run until its exact match on the facts it trains on reaches SCORE "
+                                "(e.g. 0.9), checked every --check_every steps; --steps is then the cap")
+            c.add_argument("--check_every", type=_positive(int), default=500, help="steps between --until checks")
         c.add_argument("--models", type=_list(str), default=list(MODELS), help="comma-separated, of ar, masked, continuous")
         c.add_argument("--seeds", type=_list(int), default=[0], help="training seeds, comma-separated (tables average them)")
         c.add_argument("--width", type=_positive(int), default=None, help="transformer width (default: the recipe's)")
@@ -105,6 +110,53 @@ def budget(a, default_steps: int) -> list[str]:
     from cdlm.lab.runs import budget_args
 
     return budget_args(a.steps if a.steps or a.minutes else default_steps, a.minutes)
+
+
+def until_criterion(a, world, runs) -> dict[str, dict]:
+    """With `--until`: adds to every run the callback that stops it once its exact match on up to
+    --questions (default 100) of the statements it trains on reaches the target; returns, per run,
+    where it logs its curve. Without: nothing."""
+    if not getattr(a, "until", None):
+        return {}
+    import json
+    import random
+
+    from cdlm.data.facts import parse, question
+
+    if a.until > 1:
+        raise SystemExit(f"cdlm lab: error: --until is an exact-match score in (0, 1], got {a.until}")
+    seen = [parse(t) for t in world.texts]
+    pairs = [[question(p[0], p[1]), p[2]] for p in seen if p is not None]
+    pairs = random.Random(a.seed).sample(pairs, min(len(pairs), a.questions or 100))
+    questions = a.out / "criterion_questions.json"
+    questions.write_text(json.dumps(pairs))
+    logs = {}
+    for r in runs:
+        logs[r.name] = a.out / f"{r.name}.criterion.jsonl"
+        r.args += ["--trainer.callbacks+=cdlm.lab.criterion.StopWhenLearned",
+                   f"--trainer.callbacks.questions_file={questions}", f"--trainer.callbacks.target={a.until}",
+                   f"--trainer.callbacks.every={a.check_every}", f"--trainer.callbacks.log_file={logs[r.name]}"]
+    return logs
+
+
+def criterion_columns(logs: dict, runs, model: str, target: float) -> dict:
+    """Per model kind: the mean step at which its runs reached the target (None: some did not by the
+    cap), and the score of the last check, from the curves the runs logged."""
+    import json
+
+    from cdlm.lab.criterion import learned_at
+
+    steps, last = [], []
+    for r in runs:
+        if r.model != model or r.name not in logs or not logs[r.name].exists():
+            continue
+        history = [json.loads(line) for line in logs[r.name].read_text().splitlines() if line.strip()]
+        steps.append(learned_at(history, target))
+        last.append(history[-1]["score"] if history else float("nan"))
+    if not steps:
+        return {}
+    reached = None if any(s is None for s in steps) else mean([float(s) for s in steps])
+    return {"steps to learn": reached if reached is not None else "not by the cap", "train score": mean(last)}
 
 
 def mean(values: list[float]) -> float:

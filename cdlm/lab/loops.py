@@ -11,7 +11,7 @@ links; k >= 2 on these chains was never seen, and k >= 3 is beyond the training 
 
 from __future__ import annotations
 
-from cdlm.lab import budget, mean
+from cdlm.lab import budget, criterion_columns, mean, until_criterion
 from cdlm.lab.reversal import facts_data, runs_for
 from cdlm.lab.runs import complete, figure, load, report, train
 
@@ -35,6 +35,7 @@ def run(a) -> str:
                 "looped": [f"--model.depth={depth}", f"--model.loops={a.loops}"],
                 "deep": [f"--model.depth={depth * a.loops}"]}
     runs = runs_for(a, data, variants)
+    logs = until_criterion(a, world, runs)
     spent = budget(a, 3000)
     ckpts = train(runs, a.out, spent, a.parallel, a.threads)
     questions = world.hop_questions(a.max_hops, per_kind=a.questions or 64, seed=a.seed)
@@ -52,10 +53,12 @@ def run(a) -> str:
                                            for i, q in enumerate(qs)]))
             line = f"{m} {variant}"
             rows[line] = {f"{kind[:3]} {hops}": mean(v) for (kind, hops), v in sorted(scores.items())}
+            variant_runs = [r for r in runs if r.name.startswith(f"{m}_{variant}_")]
+            rows[line].update(criterion_columns(logs, variant_runs, m, a.until) if logs else {})
             for kind in KINDS:
                 hops = sorted(h for k, h in groups if k == kind)
                 curves[kind][line] = (hops, [mean(scores[(kind, h)]) for h in hops])
-    keys = [f"{kind[:3]} {h}" for kind in KINDS for h in range(1, a.max_hops + 1)]
+    keys = [f"{kind[:3]} {h}" for kind in KINDS for h in range(1, a.max_hops + 1)] + ["steps to learn", "train score"]
     meta = {"budget": spent, "seeds": a.seeds, "depth": depth, "loops": a.loops, "train_hops": world.train_hops,
             "questions": {f"{k} {h}": len(v) for (k, h), v in groups.items()}}
     figure(a.out / "loops.png", [(f"{kind} chains", curves[kind]) for kind in KINDS], "hops", "exact match")

@@ -12,7 +12,7 @@ tokens; the masked model sees known tokens by construction.
 
 from __future__ import annotations
 
-from cdlm.lab import budget, mean, model_args
+from cdlm.lab import budget, criterion_columns, mean, model_args, until_criterion
 from cdlm.lab.runs import Run, complete, figure, load, report, train
 
 KINDS = ("forward (seen)", "reverse (seen)", "reverse (held out)", "reverse (held out), infilling")
@@ -21,6 +21,7 @@ SEQ_LEN = 24
 
 def add_arguments(p) -> None:
     p.add_argument("--links", type=int, default=300, help="links between invented people (half seen both ways)")
+    p.add_argument("--chains", type=int, default=20, help="chains of links in the world beside them (a smaller world: fewer)")
 
 
 def facts_data(a, out, world) -> list[str]:
@@ -56,9 +57,10 @@ def accuracy(model, questions, infill: bool = False) -> float:
 def run(a) -> str:
     from cdlm.data.facts import build_world
 
-    world = build_world(seed=a.seed, reversal_links=a.links, chains=20)
+    world = build_world(seed=a.seed, reversal_links=a.links, chains=a.chains)
     data = facts_data(a, a.out, world)
     runs = runs_for(a, data)
+    logs = until_criterion(a, world, runs)
     ckpts = train(runs, a.out, budget(a, 3000), a.parallel, a.threads)
     questions = world.reversal_questions()
     by_kind = {k: [q for q in questions if q.kind == k][: a.questions] for k in KINDS[:3]}
@@ -75,11 +77,14 @@ def run(a) -> str:
                     continue
                 scores[k].append(accuracy(model, by_kind[k], infill=k.endswith("infilling")))
         rows[m] = {k: mean(v) for k, v in scores.items() if v}
+        rows[m].update(criterion_columns(logs, runs, m, a.until) if logs else {})
     chance = 1 / len(world.people)
-    meta = {"budget": budget(a, 3000), "seeds": a.seeds, "people": len(world.people), "chance": chance,
+    meta = {"budget": budget(a, 3000), "until": getattr(a, "until", None), "seeds": a.seeds,
+            "people": len(world.people), "chance": chance,
             "questions": {k: len(v) for k, v in by_kind.items()}}
-    figure(a.out / "reversal.png", [("exact match of the name", {m: (list(r), list(r.values())) for m, r in rows.items()})],
+    figure(a.out / "reversal.png", [("exact match of the name", {m: ([k for k in KINDS if k in r], [r[k] for k in KINDS if k in r])
+                                                              for m, r in rows.items()})],
            "", "accuracy", bars=True)
     title = (f"Reversal ({' '.join(meta['budget'])}, seeds {a.seeds}; {len(world.people)} people, chance {chance:.4f}; "
              f"{len(by_kind[KINDS[2]])} held-out reverses)")
-    return report(a.out, "reversal", title, rows, list(KINDS), "model", meta)
+    return report(a.out, "reversal", title, rows, [*KINDS, "steps to learn", "train score"], "model", meta)

@@ -176,3 +176,37 @@ def test_a_run_is_reused_only_on_the_same_data(tmp_path, monkeypatch):
         data.write_text(text + "\n")
         runs.train([run], tmp_path, ["--trainer.max_steps=3"], log=said.append)
     assert said == ["training ar_s0", "reusing ar_s0", "training ar_s0"]
+
+
+def test_stop_when_learned_checks_every_n_steps_and_stops_at_the_target(tmp_path):
+    from types import SimpleNamespace
+
+    from cdlm.lab.criterion import StopWhenLearned, learned_at
+
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps([["the mentor of a b is", "c d"]]))
+    stop = StopWhenLearned(str(questions), target=0.5, every=10, log_file=str(tmp_path / "curve.jsonl"))
+    scores = iter([0.0, 0.25, 0.75])
+    stop.score = lambda model: next(scores)
+    module = SimpleNamespace(training=True, train=lambda mode: None, log=lambda *a, **k: None)
+    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    for step in range(1, 31):
+        trainer.global_step = step
+        stop.on_train_batch_end(trainer, module, None, None, step)
+        if trainer.should_stop:
+            break
+    assert [h["step"] for h in stop.history] == [10, 20, 30] and trainer.global_step == 30
+    assert learned_at(stop.history, 0.5) == 30 and learned_at(stop.history, 0.9) is None
+    assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == 3
+    restored = StopWhenLearned(str(questions))
+    restored.load_state_dict(stop.state_dict())
+    assert restored.history == stop.history
+
+
+def test_reversal_until_a_criterion_reports_the_curve_to_the_cap(tmp_path):
+    report = main(["reversal", *TINY_LAB, "--models", "ar", "--until", "1.0", "--check_every", "5",
+                   "--links", "40", "--chains", "4", "--out", str(tmp_path)])
+    curve = [json.loads(line) for line in (tmp_path / "ar_s0.criterion.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [5, 10] and "train score" in report
+    row = json.loads((tmp_path / "reversal.json").read_text())["rows"]["ar"]
+    assert row["steps to learn"] in ("not by the cap", 5.0, 10.0) and 0.0 <= row["train score"] <= 1.0
