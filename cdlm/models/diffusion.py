@@ -14,6 +14,7 @@ from cdlm.models.base import DiffusionBase
 from cdlm.models.config import SCHEDULES, ConditioningConfig, DiffusionTraining, OptimConfig, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
+from cdlm.sampling.base import noise_generator
 from cdlm.sampling.continuous import generate_ids
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 
@@ -404,9 +405,7 @@ class DiffusionLM(DiffusionBase):
         t = self.training_config
         options["clean_known"] = (t.clean_context > 0 or t.hybrid_corruption > 0) if clean_known is None else clean_known
         options["clean_pad"] = t.clean_padding > 0 if clean_pad is None else clean_pad
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+        generator = None if seed is None else noise_generator(seed, self.device)
         was_training = self.training
         self.eval()
         try:

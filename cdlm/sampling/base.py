@@ -13,6 +13,22 @@ class Generation:
     nfe: int  # network calls per sample batch (denoiser calls for diffusion, the final rounding call included)
 
 
+# mixed into every sampling seed (`noise_generator`); any constant other than 0 does
+_SAMPLING_STREAM = 0x5EED_CD17
+
+
+def noise_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of a sampler's random draws for `seed`, from a stream of its own. Seeded with
+    `seed` itself it would replay the global stream that `seed_everything(seed)` gave the model's
+    initialisation: the continuous model's first Gaussian draws are its initial embedding table,
+    so sample 0's starting noise at position p would point at token p's embedding, and that
+    sample would open with every token once, in id order."""
+    import numpy as np
+
+    mixed = int(np.random.SeedSequence([int(seed), _SAMPLING_STREAM]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
 def most_confident(confidence: torch.Tensor, free: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Mask [B, L] of each row's `count` [B] free positions of highest `confidence` [B, L]."""
     rank = confidence.masked_fill(~free, -1.0).argsort(1, descending=True).argsort(1)

@@ -63,3 +63,18 @@ def test_restarts_and_each_rounding_keep_the_unigram(exact, rounding, restarts):
 def test_a_lower_temperature_sharpens_towards_the_frequent_tokens(exact):
     top = lambda c: float(c[:3].sum() / c.sum())  # noqa: E731  (the three most frequent tokens)
     assert top(sample_counts(*exact, method="ddim", temperature=0.5)) > top(UNIGRAM) + 0.05
+
+
+def test_sampling_noise_is_not_the_stream_that_initialised_the_model():
+    """Seeded with the seed that initialised the weights, sample 0's starting noise was the initial
+    embedding table: position p pointed at token p, and the sample opened with every token once."""
+    from cdlm.networks import TokenEmbedding
+    from cdlm.sampling.base import noise_generator
+
+    torch.manual_seed(0)  # as seed_everything(0) before the model is built
+    emb = TokenEmbedding(65, 16)
+    positions = torch.arange(65)
+    replayed = torch.randn(128, 16, generator=torch.Generator().manual_seed(0))[:65]
+    assert torch.equal(emb.nearest(replayed), positions)  # the coincidence a plain seed makes
+    own = torch.randn(128, 16, generator=noise_generator(0))[:65]
+    assert (emb.nearest(own) == positions).float().mean() < 0.1
