@@ -109,6 +109,7 @@ def test_guidance_scale_interpolates_log_probabilities():
         assert torch.allclose(d.logits.log_softmax(-1), want.log_softmax(-1), atol=1e-4), s
 
 
+@pytest.mark.slow
 def test_conditioning_is_learned(tmp_path):
     """After a short run the true records make the held-out text more likely than no record."""
     L.seed_everything(0)

@@ -105,6 +105,7 @@ def test_progress_bounds_for_masked_and_autoregressive(tiny_ar_ckpt):
     assert nll_calls(ar, 5) == 5
 
 
+@pytest.mark.slow
 def test_the_quickstart_first_screen_has_no_warnings(tmp_path):
     """What `cdlm fit --config configs/quickstart.yaml` prints before training: no deprecation
     warning, no advertisement, no shared logger/checkpoint folder."""

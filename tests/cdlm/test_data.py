@@ -55,6 +55,7 @@ def test_bad_data_inputs(tmp_path):
         TextDataModule(seq_len=0)
 
 
+@pytest.mark.slow
 def test_hub_name_fails_fast_with_the_hub_unreachable(tmp_path):
     # Online mode retries for minutes: whatever the offline variables say, an unreachable hub
     # (here a closed local port) must give one line at once, and a cached dataset must still load.

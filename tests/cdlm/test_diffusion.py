@@ -14,6 +14,7 @@ def tiny_model(dm, **kw):
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_tiny_run(tmp_path):
     L.seed_everything(0)
     dm = TextDataModule(num_examples=256, batch_size=32, seq_len=40)

@@ -78,6 +78,7 @@ def test_nelbo_is_exact_for_an_exact_model_of_a_factorised_target(dm, objective,
     close(torch.stack([model.nelbo_terms(model.net, ids) for _ in range(8)]).mean(0))
 
 
+@pytest.mark.slow
 def test_samplers_decide_each_token_given_those_decided_before(dm):
     model = tiny_model(dm)
     a, b = (model.tokenizer.token_to_id(w) for w in ("pub", "cafe"))
@@ -183,6 +184,7 @@ def test_bad_options_are_one_line_errors(dm):
             tiny_model(dm, **kw)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_bound(tmp_path):
     L.seed_everything(0)
     data = TextDataModule(num_examples=256, batch_size=32)

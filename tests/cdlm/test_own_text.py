@@ -84,6 +84,7 @@ def test_a_chosen_seq_len_cuts_held_out_texts_longer_than_every_training_text(tm
         dm.setup()  # not: "pass --data.truncate=true", for a seq_len the user never gave
 
 
+@pytest.mark.slow
 def test_fit_then_sample_on_a_file_of_short_lines(tmp_path, capsys):
     path = tmp_path / "records.txt"
     path.write_text("\n".join(short_lines(400, random.Random(2))) + "\n")
@@ -106,6 +107,7 @@ def test_fit_then_sample_on_a_file_of_short_lines(tmp_path, capsys):
     assert result["nll_bits_per_token"] > 0  # the held-out split is rebuilt from the checkpoint's settled choice
 
 
+@pytest.mark.slow
 def test_fit_then_sample_on_running_prose_with_packing(tmp_path, capsys):
     path = tmp_path / "prose.txt"
     path.write_text(prose(6000, random.Random(3)))

@@ -226,9 +226,8 @@ def test_self_condition_scale_one_is_todays_sampler_and_others_change_samples():
     for seed, expected in golden["ids"]["default"].items():
         ids = model.sample_ids(3, seed=int(seed), self_condition_scale=1.0).ids
         assert torch.equal(ids, torch.tensor(expected))
-    changed = [not torch.equal(model.sample_ids(3, seed=int(s), self_condition_scale=3.0).ids, torch.tensor(e))
-               for s, e in golden["ids"]["default"].items()]
-    assert any(changed)
+    plain, guided = (model.sample_ids(16, seed=0, self_condition_scale=s).ids for s in (1.0, 10.0))
+    assert not torch.equal(plain, guided)
     assert model.sampler_report(self_condition_scale=2.0)["self_condition_scale"] == 2.0
 
 
