@@ -6,7 +6,8 @@ import importlib
 _EXPORTS = {"TextDataModule": "cdlm.data", "AttributeClassifier": "cdlm.models", "AutoregressiveLM": "cdlm.models",
             "DiffusionLM": "cdlm.models", "DistilledDiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models",
             "MaskedDiffusionLM": "cdlm.models", "load": "cdlm.hub", "evaluate": "cdlm.evaluation",
-            "diagnose": "cdlm.diagnostics", "Request": "cdlm.control.request", "SamplerConfig": "cdlm.sampling.settings"}
+            "diagnose": "cdlm.diagnostics",
+            "diagnose_heldout": "cdlm.diagnostics", "heldout_data": "cdlm.evaluation", "Request": "cdlm.control.request", "SamplerConfig": "cdlm.sampling.settings"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -236,19 +236,14 @@ def cmd_diagnose(argv: list[str]) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     _check(args)
-    import torch
-
-    from cdlm.diagnostics import diagnose, format_table, training_ids, unigram_log_prior
+    from cdlm.diagnostics import diagnose_heldout, format_table
     from cdlm.evaluation import heldout_data
 
     model, data_hparams = _load(args.ckpt_path, args.device, *GENERATES, args.revision)
     data, problem = heldout_data(model, data_hparams)
     if data is None:
         raise ValueError(f"{args.ckpt_path!r}: no held-out data to diagnose on ({problem or 'the checkpoint names no data'})")
-    rows = [batch[:2] for _, batch in zip(range(args.batches), data.val_dataloader())]
-    ids, real = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]).bool()
-    log_prior = unigram_log_prior(training_ids(data), model.tokenizer.get_vocab_size())
-    result = diagnose(model, ids, log_prior, real, num_times=args.num_times, seed=args.seed)
+    result = diagnose_heldout(model, data, args.batches, args.num_times, args.seed)
     print(format_table(result))
     print(json.dumps(result))
 

@@ -90,6 +90,17 @@ def diagnose(model, ids: torch.Tensor, log_prior: torch.Tensor, real: torch.Tens
     return {"kind": model.kind, "sequences": int(ids.shape[0]), "tokens": int(real.sum()), **out}
 
 
+def diagnose_heldout(model, data, batches: int = 4, num_times: int = 16, seed: int = 0) -> dict:
+    """`diagnose` on the first `batches` held-out batches of a data module (`cdlm.evaluation.heldout_data`),
+    against the unigram of its training split: what `cdlm diagnose` prints."""
+    rows = [batch[:2] for _, batch in zip(range(batches), data.val_dataloader())]
+    if not rows:
+        raise ValueError("no held-out data to diagnose on")
+    ids, real = torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]).bool()
+    log_prior = unigram_log_prior(training_ids(data), model.tokenizer.get_vocab_size())
+    return diagnose(model, ids, log_prior, real, num_times=num_times, seed=seed)
+
+
 def _per_token(nats: torch.Tensor, real: torch.Tensor) -> float:
     """Bits per real token of per-sequence NLLs [B] (every position counts, as in `heldout_nll`)."""
     return float(nats.sum() / real.sum().clamp(min=1)) * BITS

@@ -109,9 +109,10 @@ def sample_metrics(texts: Sequence[str], train_texts: Sequence[str] | None, embe
     return out
 
 
-def heldout_data(model, data_hparams: dict | None):
-    """(data module rebuilt from a checkpoint's data settings with the model's tokenizer, or None;
-    why it could not be, or None)."""
+def heldout_data(model, data_hparams: dict | None = None):
+    """(data module rebuilt from a checkpoint's data settings, by default those the model was
+    loaded with, with the model's tokenizer, or None; why it could not be, or None)."""
+    data_hparams = model.data_hparams if data_hparams is None else data_hparams
     from cdlm.data import TextDataModule
 
     if not data_hparams:

@@ -116,5 +116,5 @@ def test_hub_ids_and_paths_are_told_apart():
 
 
 def test_the_front_door_is_top_level():
-    assert cdlm.load and cdlm.evaluate and cdlm.diagnose
+    assert cdlm.load and cdlm.evaluate and cdlm.diagnose and cdlm.diagnose_heldout and cdlm.heldout_data
     assert cdlm.Request().anchors is None and cdlm.SamplerConfig().method == "ddim"
