@@ -122,12 +122,13 @@ class CDLMCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         from lightning.pytorch.callbacks import LearningRateMonitor
 
-        from cdlm.run_guards import ExactResume, LossGuard, RunFolderGuard, SaveOnStop
+        from cdlm.run_guards import EndWithinBudget, ExactResume, LossGuard, RunFolderGuard, SaveOnStop
 
         trainer = super().instantiate_trainer(**self.run_folders(kwargs))
         overwrite = bool(self._get(self.config, "overwrite", default=False))
         resume_from = self._get(self.config, "ckpt_path", default=None)
-        trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop()]
+        trainer.callbacks[:0] = [RunFolderGuard(overwrite, resume_from), ExactResume(), LossGuard(), SaveOnStop(),
+                                 EndWithinBudget()]
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         return trainer

@@ -8,6 +8,8 @@
 - `RunFolderGuard`: a run refuses to write into a folder holding another run's checkpoints.
 - `LossGuard`: a non-finite or diverging loss stops the run with one line, before any
   checkpoint of it is written.
+- `EndWithinBudget`: with `max_time`, training stops early enough that the validation Lightning
+  runs at the stop fits in the budget too: `max_time` bounds the whole fit.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import random
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -179,6 +182,31 @@ class RunFolderGuard(Callback):
                 path.unlink()
             rank_zero_warn(f"--overwrite: deleted {len(found)} checkpoints of an earlier run in {folder}")
         return None
+
+
+class EndWithinBudget(Callback):
+    """Lightning's `max_time` stops training when the budget is spent, then validates once more
+    (with samples and figures) and ends the run: the budget is overrun by a validation. This stops
+    training when the time left is `margin` times what the last validation took, so that the last
+    validation ends near the budget instead of after it. No effect without `max_time`."""
+
+    def __init__(self, margin: float = 1.25):
+        self.margin = margin
+        self.last_validation_s = 0.0
+        self._started: float | None = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._started = None if trainer.sanity_checking else time.monotonic()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._started is not None:
+            self.last_validation_s = time.monotonic() - self._started
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        left = None if timer is None else timer.time_remaining()
+        if left is not None and self.last_validation_s and left <= self.margin * self.last_validation_s:
+            trainer.should_stop = True
 
 
 class LossGuard(Callback):

@@ -213,3 +213,28 @@ def test_resume_on_other_text_refuses(tmp_path, tiny_ckpt, capsys):
 def test_resume_with_another_architecture_names_the_change(tmp_path, tiny_ckpt, capsys):
     message = fails(capsys, *fit_args(tmp_path, "--model.width=48", "--trainer.max_steps=40", "--ckpt_path", str(tiny_ckpt)))
     assert "cannot resume" in message and "width 32 → 48" in message
+
+
+def test_end_within_budget_stops_when_the_time_left_is_a_validation():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from cdlm.run_guards import EndWithinBudget
+
+    timer = Timer(duration={"seconds": 100})
+    left = {"s": 50.0}
+    timer.time_remaining = lambda stage="train": left["s"]
+    trainer = SimpleNamespace(callbacks=[timer], should_stop=False, sanity_checking=False)
+    guard = EndWithinBudget(margin=1.25)
+    guard.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop  # no validation measured yet
+    guard.last_validation_s = 30.0
+    guard.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop  # 50 s left > 1.25 x 30 s
+    left["s"] = 37.0
+    guard.on_train_batch_end(trainer, None, None, None, 0)
+    assert trainer.should_stop
+    free = SimpleNamespace(callbacks=[], should_stop=False)
+    guard.on_train_batch_end(free, None, None, None, 0)
+    assert not free.should_stop  # no max_time: no effect
