@@ -191,7 +191,7 @@ class Dashboard(Callback):
                   for ti in t]
             log_snr = sde.log_snr(t).tolist()
             ax.plot(log_snr, ce, "o-", ms=3, label="validation (fixed times)")
-            warp = getattr(model, "time_warp", None)
+            warp = model.time_warp
             if warp is not None and bool(warp.seen.any()):
                 centres = (torch.arange(warp.bins, dtype=torch.float64) + 0.5) / warp.bins
                 seen = warp.seen.cpu()
@@ -335,7 +335,7 @@ def denoising_trajectory(model, kind: str, seed: int = 0, candidates: int = 4) -
     argmax prediction at each call, or the masked model's partly unmasked input to each call
     (the last row: the final sample). A forward hook on the sampling network records them; the
     sampler itself is not changed."""
-    net = model.ema if hasattr(model, "ema") else model.net
+    net = model.net if model.kind == "autoregressive" else model.ema
     states = []
 
     def record(module, args, output):
@@ -366,9 +366,9 @@ def _settle_calls(agree: torch.Tensor) -> list[int]:
 def token_embeddings(model) -> tuple[torch.Tensor, list[str]]:
     """The embedding matrix the model samples with (EMA weights where it has them) [V, d] and a
     label per row."""
-    net = model.ema if hasattr(model, "ema") else model.net
+    net = model.net if model.kind == "autoregressive" else model.ema
     emb = net.embedding
-    matrix = emb.table() if hasattr(emb, "table") else emb.weight
+    matrix = emb.table() if model.kind == "continuous" else emb.weight
     matrix = matrix.detach().float().cpu()
     return matrix, [token_label(model.tokenizer, i) for i in range(matrix.shape[0])]
 

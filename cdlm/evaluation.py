@@ -20,7 +20,7 @@ def heldout_nll(model, loader, max_batches: int | None = None, ode: bool = False
     (padding encodes length); tokens and characters count the real text only. `ode` adds the
     dequantised probability-flow ODE likelihood on the same batches (`ode_nll_*`, continuous
     diffusion models only: `DiffusionLM.ode_nll`)."""
-    if ode and not hasattr(model, "ode_nll"):
+    if ode and model.kind != "continuous":
         raise ValueError(f"the ODE likelihood needs a continuous diffusion model, not {type(model).__name__}")
     nats = ode_nats = tokens = chars = 0.0
     for i, (ids, mask, *_) in enumerate(loader):  # conditioned data carries attributes too

@@ -50,13 +50,13 @@ def sampling_calls(model, num_samples: int, batch_size: int, settings: dict | No
     settings = {k: v for k, v in (settings or {}).items() if v is not None}
     chunks = math.ceil(num_samples / max(batch_size, 1))
     try:
-        if getattr(model, "left_to_right", False):  # one call a token after the prefix
+        if model.kind == "autoregressive":  # one call a token after the prefix
             from cdlm.data.tokenizer import encode
 
             prefix_tokens = len(encode(model.tokenizer, prefix)) if prefix else 0
             return chunks * max(model.hparams.seq_len - prefix_tokens, 0)
         sampler = model.sampler.replace(**settings)
-        if hasattr(model, "sde"):  # the continuous model: solver passes, restarts, rounding calls
+        if model.kind == "continuous":  # solver passes, restarts, rounding calls
             first = _pass_calls(model, sampler.method, sampler.steps, 1.0)
             if first is None:
                 return None
@@ -76,9 +76,9 @@ def sampling_calls(model, num_samples: int, batch_size: int, settings: dict | No
 
 def nll_calls(model, batches: int, num_times: int = 16) -> int:
     """Network calls of `sequence_nll` over `batches` held-out batches."""
-    if getattr(model, "left_to_right", False):
+    if model.kind == "autoregressive":
         return batches
-    return batches * (num_times + (1 if hasattr(model, "sde") else 0))  # + the continuous rounding term
+    return batches * (num_times + (1 if model.kind == "continuous" else 0))  # + the continuous rounding term
 
 
 def eval_calls(model, request, settings: dict, num_samples: int, batch_size: int, data, reference,

@@ -137,9 +137,7 @@ def complete(model, prompt: str, words: int, template: str | None = None, seed: 
         text = model.generate(1, prefix=prompt, temperature=1e-4, seed=seed)[0]
         return " ".join(text.split()[len(prompt.split()):][:words])
     template = template or " ".join([prompt, *["___"] * words, "."])
-    from cdlm.models.masked import MaskedDiffusionLM
-
-    greedy = {"temperature": 0.0} if isinstance(model, MaskedDiffusionLM) else {}  # the continuous τ is not a decoding one
+    greedy = {"temperature": 0.0} if model.kind == "masked" else {}  # the continuous τ is not a decoding one
     text = model.generate(1, template=template, seed=seed, **greedy)[0]
     fixed, got = template.split(), text.split()
     if len(got) != len(fixed) or len(encode(model.tokenizer, text)) != len(fixed):
