@@ -371,7 +371,7 @@ class PosteriorNetwork(nn.Module):
     training unigram), with ScoreNetwork's call signature. What a network gains over it is what
     context buys (`cdlm.diagnostics`); for i.i.d. tokens from that prior it is the exact denoiser."""
 
-    self_condition, interpolate, attribute, output_prior = False, True, None, 0.0
+    self_condition, interpolate, attribute = False, True, None  # what the samplers ask of a network
 
     def __init__(self, embedding: TokenEmbedding, log_prior: torch.Tensor):
         super().__init__()
