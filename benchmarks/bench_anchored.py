@@ -17,7 +17,7 @@ import torch
 
 from cdlm.checkpoints import load_checkpoint
 from cdlm.control.constraints import build_constraints
-from cdlm.data import TextDataModule, corpus
+from cdlm.data import DataSpec, TextDataModule, corpus
 from cdlm.evaluation import generative_perplexity
 from cdlm.lab.anchors import anchor_sets
 
@@ -33,8 +33,7 @@ def main() -> None:
     a = p.parse_args()
     model, data_hparams = load_checkpoint(a.ckpt)
     reference = load_checkpoint(a.reference)[0]
-    data = TextDataModule(**data_hparams)
-    data.set_tokenizer(model.tokenizer)
+    data = TextDataModule.from_hparams(data_hparams, DataSpec.from_hparams(model.hparams))
     val = data.texts()[1]
     if data.hparams.packing:  # one running text: cut it into lines of text to anchor
         val = [line for line in val[0].split("\n") if len(line.split()) >= 4]

@@ -24,7 +24,7 @@ from bench_quality import markdown_table
 
 from cdlm.checkpoints import load_checkpoint
 from cdlm.control.attributes import attribute_accuracy, expressed, parse_mr
-from cdlm.data import TextDataModule, corpus
+from cdlm.data import DataSpec, TextDataModule, corpus
 from cdlm.evaluation import generative_perplexity, rejection_sample
 
 
@@ -49,8 +49,7 @@ def main() -> None:
     if model.attribute_vocab is None:
         raise SystemExit(f"{a.ckpt} was fit without --data.condition_column")
     reference = load_checkpoint(a.reference)[0] if a.reference else None
-    data = TextDataModule(**data_hparams)
-    data.set_tokenizer(model.tokenizer)
+    data = TextDataModule.from_hparams(data_hparams, DataSpec.from_hparams(model.hparams))
     known = set(model.attribute_vocab.names)
     embedded = data.is_embedded
     # E2E: familyFriendly's yes/no are not words of the text, so a lexical match cannot see them

@@ -52,15 +52,15 @@ def parse_overrides(args: list[str], section: str = "model") -> dict:
 
 def batch_shape(args: list[str], a) -> tuple[int, float]:
     """(rows, mean tokens a row) of a recipe's training batches: a bigger `--data.batch_size` spends
-    the budget in fewer steps, and `--data.bucket_lengths=true` cuts batches after their longest
+    the budget in fewer steps, and `--data.loading.bucket_lengths=true` cuts batches after their longest
     text, so its steps are cheaper; its mean width is measured over one fixed epoch of its order."""
     data = parse_overrides(args, "data")
     rows, width = data.get("batch_size", a.batch_size), a.seq_len
-    if data.get("bucket_lengths"):
+    if (data.get("loading") or {}).get("bucket_lengths"):
         import torch
 
         from cdlm import TextDataModule
-        from cdlm.data.module import EpochShuffle, cut_width
+        from cdlm.data.loaders import EpochShuffle, cut_width
 
         dm = TextDataModule(**data)
         dm.setup("fit")

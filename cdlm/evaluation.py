@@ -111,15 +111,14 @@ def sample_metrics(texts: Sequence[str], train_texts: Sequence[str] | None, embe
 
 def heldout_data(model, data_hparams: dict | None = None):
     """(data module rebuilt from a checkpoint's data settings, by default those the model was
-    loaded with, with the model's tokenizer, or None; why it could not be, or None)."""
+    loaded with, around the model's data spec, or None; why it could not be, or None)."""
     data_hparams = model.data_hparams if data_hparams is None else data_hparams
-    from cdlm.data import TextDataModule
+    from cdlm.data import DataSpec, TextDataModule
 
     if not data_hparams:
         return None, None
     # scored as trained: checkpoints from before the length check were cut silently
-    data = TextDataModule(**{**data_hparams, "truncate": True})
-    data.set_tokenizer(model.tokenizer)
+    data = TextDataModule.from_hparams({**data_hparams, "truncate": True}, DataSpec.from_hparams(model.hparams))
     try:
         data.texts()
     except (ValueError, OSError) as err:  # the training data may live elsewhere: report what we can

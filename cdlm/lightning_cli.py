@@ -32,16 +32,16 @@ class OneLineParser(LightningArgumentParser):
         sys.exit(f"cdlm: error: {summary}")
 
 
-def _tokenizer_json(data) -> str:  # a named function, not a lambda: spawn strategies pickle it
-    return data.tokenizer_json()
+def _tokenizer_json(data) -> str:  # named functions, not lambdas: spawn strategies pickle them
+    return data.spec.tokenizer_json
 
 
 def _attribute_names(data) -> list[str] | None:
-    return data.attribute_names()
+    return data.spec.attributes
 
 
 def _seq_len(data) -> int:
-    return data.seq_len  # chosen from the data when not given (`TextDataModule.resolve`)
+    return data.spec.seq_len
 
 
 class _NoAdvert(logging.Filter):
@@ -72,9 +72,10 @@ class CDLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         from cdlm.dashboard import Dashboard
 
-        # one source of truth for values the model and data must share; the data module chooses
-        # seq_len (and the tokenizer) from the data when they are not given, so both links wait
-        # until it is built
+        # the model is built from what the data is (`DataSpec`: the tokenizer and seq_len chosen
+        # from the data when not given, the attributes), made once by the data module, so the links
+        # wait until it is built. (The spec's length counts reach the models that take them at fit
+        # start: a link would give them to every model class, and those without lengths refuse it.)
         parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
         parser.link_arguments("data", "model.init_args.seq_len", compute_fn=_seq_len, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")

@@ -56,3 +56,15 @@ def count(v, least: int) -> bool:
 
 def number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fold_flat_names(hparams: dict, groups: dict[str, dict[str, str]]) -> dict:
+    """`hparams` (a checkpoint's, from before its settings were grouped) with flat names folded
+    into their groups; `groups` maps each group to {flat name: its field there}. A value the
+    group already holds wins over a flat one."""
+    out = dict(hparams)
+    for group, names in groups.items():
+        legacy = {new: out.pop(old) for old, new in names.items() if old in out}
+        if legacy:
+            out[group] = {**legacy, **(out.get(group) or {})}
+    return out

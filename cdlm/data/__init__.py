@@ -1,13 +1,16 @@
-"""Text in, token ids out: the embedded corpus, tokenizers, and the Lightning data module."""
+"""Text in, token ids out: the embedded corpus, sources, tokenizers, the data's spec, and the
+Lightning data module that wires them."""
 
 import importlib
 
-__all__ = ["EMBEDDED", "TextDataModule", "load_texts"]
+_EXPORTS = {"EMBEDDED": "cdlm.data.sources", "load_texts": "cdlm.data.sources", "DataSpec": "cdlm.data.spec",
+            "TextDataModule": "cdlm.data.module"}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # the data module loaded on first use: `cdlm.data.corpus` (which cdlm.control imports) must
-    # not pull in the module, which imports cdlm.control
-    if name in __all__:
-        return getattr(importlib.import_module("cdlm.data.module"), name)
+    # loaded on first use: importing `cdlm.data.corpus` or `cdlm.data.tokenizer` should not pull in
+    # Lightning and datasets
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'cdlm.data' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 (a cache folder keyed by the data and the tokenizer), and windows read from it; or, streaming,
 windows tokenized on the fly.
 
-`TextDataModule` (module.py) decides what to tokenize; this module holds the mechanics: cache
+`PackedData` (packed.py) decides what to tokenize; this module holds the mechanics: cache
 keys and atomic writes, the batched `datasets.map` function, the memmap writer and the two
 window datasets."""
 

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from cdlm.control.attributes import AttributeVocab, parse_attributes
 from cdlm.data import corpus
+from cdlm.data.module import TextDataModule
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
 from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
 
@@ -347,9 +348,11 @@ class DiffusionBase(LanguageModel):
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.net.parameters()), 1 - decay)
 
     def on_fit_start(self):
-        counts = getattr(self.trainer.datamodule, "length_counts", None)
-        if self.hparams.length_counts is None and counts is not None:
-            self.hparams.length_counts = counts()  # saved with the checkpoint's hyperparameters
+        # the length counts of the data's spec (`cdlm fit` gives the rest of it to the constructor),
+        # unless given (a distilled model's teacher's); saved with the checkpoint's hyperparameters
+        data = self.trainer.datamodule
+        if self.hparams.length_counts is None and isinstance(data, TextDataModule):
+            self.hparams.length_counts = data.spec.length_counts
 
     def data_lengths(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
         """`num_samples` lengths drawn from the training data's length distribution."""

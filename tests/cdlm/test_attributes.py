@@ -67,12 +67,12 @@ def test_data_module_reads_a_condition_column_from_csv(tmp_path):
     rows = ['mr,ref'] + [f'"name[N{i % 3}], food[{("French", "Thai")[i % 2]}]","N{i % 3} serves food {i}."'
                          for i in range(40)] + ['"name[X]",']  # a row without text is skipped
     path.write_text("\n".join(rows) + "\n")
-    dm = TextDataModule(dataset=str(path), text_column="ref", condition_column="mr", batch_size=4)
+    dm = TextDataModule(dataset=str(path), source={"text_column": "ref"}, condition_column="mr", batch_size=4)
     train, val = dm.conditions()
     assert len(train) + len(val) == 40 and len(dm.texts()[0]) == len(train)
     assert dm.attribute_vocab.names == ["food=french", "food=thai", "name=n0", "name=n1", "name=n2"]
     with pytest.raises(ValueError, match="no column 'meaning'"):
-        TextDataModule(dataset=str(path), text_column="ref", condition_column="meaning").texts()
+        TextDataModule(dataset=str(path), source={"text_column": "ref"}, condition_column="meaning").texts()
     txt = tmp_path / "a.txt"
     txt.write_text("one\ntwo\n")
     with pytest.raises(ValueError, match="needs a json/csv/hub dataset"):

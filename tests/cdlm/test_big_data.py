@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cdlm.data import TextDataModule
-from cdlm.data.module import EpochShuffle, ResumableLoader
+from cdlm.data.loaders import EpochShuffle, ResumableLoader
 from cdlm.data.stream import StreamWindows, TokenWindows
 from cdlm.data.tokenizer import encode
 
@@ -25,8 +25,9 @@ def _lines(n: int, seed: int = 0) -> list[str]:
 
 
 def _packed(tmp_path, path, **kwargs) -> TextDataModule:
-    settings = {"packing": True, "seq_len": 16, "batch_size": 4, "vocab_size": 400, "cache_dir": str(tmp_path / "cache")}
-    return TextDataModule(dataset=str(path), **{**settings, **kwargs})
+    settings = {"packing": True, "seq_len": 16, "batch_size": 4, "vocab_size": 400}
+    loading = {"cache_dir": str(tmp_path / "cache"), **kwargs.pop("loading", {})}
+    return TextDataModule(dataset=str(path), **{**settings, **kwargs}, loading=loading)
 
 
 def _ids(ds) -> list[int]:
@@ -56,7 +57,7 @@ def test_json_rows_are_joined_by_newlines_as_in_memory(tmp_path):
     rows = _lines(1500, seed=1) + [""] * 3  # empty rows are skipped, as texts() skips them
     path.write_text("\n".join(json.dumps({"body": r, "n": i}) for i, r in enumerate(rows)))
     for tokenizer in ("char", "word"):  # the newline is a token of char, none of word level
-        dm = _packed(tmp_path, path, tokenizer=tokenizer, text_column="body")
+        dm = _packed(tmp_path, path, tokenizer=tokenizer, source={"text_column": "body"})
         dm.setup()
         train, val = dm.texts()
         assert _ids(dm.train_set) == encode(dm.tokenizer, "\n".join(train))
@@ -76,7 +77,7 @@ def test_a_second_start_reuses_the_cache_and_a_changed_file_is_tokenized_again(t
         raise AssertionError("read the data again")
 
     monkeypatch.setattr(datasets, "load_dataset", no)  # neither the file, nor the tokenizer's training, nor map
-    monkeypatch.setattr("cdlm.data.module.train_tokenizer", no)
+    monkeypatch.setattr("cdlm.data.packed.train_tokenizer", no)
     second = _packed(tmp_path, path)
     second.setup()
     err = capsys.readouterr().err
@@ -94,7 +95,7 @@ def test_a_second_start_reuses_the_cache_and_a_changed_file_is_tokenized_again(t
 def test_two_map_processes_give_the_same_tokens(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("\n".join(_lines(3000, seed=2)))
-    one, two = _packed(tmp_path / "a", path, tokenizer="char"), _packed(tmp_path / "b", path, tokenizer="char", num_proc=2)
+    one, two = _packed(tmp_path / "a", path, tokenizer="char"), _packed(tmp_path / "b", path, tokenizer="char", loading={"num_proc": 2})
     one.setup(), two.setup()
     assert _ids(one.train_set) == _ids(two.train_set) and _ids(one.val_set) == _ids(two.val_set)
 
@@ -103,7 +104,7 @@ def test_the_tokenizer_is_chosen_and_trained_on_a_bounded_head(tmp_path, capsys)
     path = tmp_path / "big.txt"
     head = "anna likes tea .\n" * 200  # 3,400 characters of few words ...
     path.write_text(head + "\n".join(_lines(3000, seed=3)))  # ... then many
-    dm = _packed(tmp_path, path, tokenizer="word", seq_len=None, sample_chars=1000)
+    dm = _packed(tmp_path, path, tokenizer="word", seq_len=None, loading={"sample_chars": 1000})
     dm.setup()
     assert "its first 1,000 characters read to choose" in capsys.readouterr().err
     assert set(dm.tokenizer.get_vocab()) == {"[PAD]", "[UNK]", "anna", "likes", "tea", "."}  # the head's words only
@@ -149,7 +150,7 @@ def test_streaming_a_local_file_windows_on_the_fly_and_resumes(tmp_path, capsys)
     path = tmp_path / "book.txt"
     lines = _lines(3000, seed=6)
     path.write_text("\n".join(lines) + "\n")
-    dm = _packed(tmp_path, path, tokenizer="char", streaming=True, sample_chars=20_000)
+    dm = _packed(tmp_path, path, tokenizer="char", loading={"streaming": True, "sample_chars": 20_000})
     dm.setup()
     assert isinstance(dm.train_set, StreamWindows) and len(dm.val_set) > 0
     loader = dm.train_dataloader()
@@ -186,11 +187,11 @@ def test_streaming_a_local_file_windows_on_the_fly_and_resumes(tmp_path, capsys)
 
 def test_bad_big_data_options_name_the_value(tmp_path):
     with pytest.raises(ValueError, match="^num_proc must be positive \\(or null for one process\\), got 0$"):
-        TextDataModule(dataset="x.txt", num_proc=0)
+        TextDataModule(dataset="x.txt", loading={"num_proc": 0})
     with pytest.raises(ValueError, match="^sample_chars must be positive, got 0$"):
-        TextDataModule(dataset="x.txt", sample_chars=0)
+        TextDataModule(dataset="x.txt", loading={"sample_chars": 0})
     with pytest.raises(ValueError, match="needs packing=true and a dataset, not packing=false"):
-        TextDataModule(dataset="x.txt", streaming=True)
+        TextDataModule(dataset="x.txt", loading={"streaming": True})
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"caf\xe9\n" * 10)
     with pytest.raises(ValueError, match="^dataset file .*bad.txt' is not UTF-8 text"):

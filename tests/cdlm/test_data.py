@@ -26,7 +26,7 @@ def test_embedded_default_shapes_and_padding():
 def test_packed_local_text_splits_first_part_for_training(tmp_path):
     path = tmp_path / "book.txt"
     path.write_text("abcdefghij" * 100)
-    dm = TextDataModule(dataset=str(path), tokenizer="char", seq_len=16, packing=True, batch_size=4, val_fraction=0.1)
+    dm = TextDataModule(dataset=str(path), tokenizer="char", seq_len=16, packing=True, batch_size=4, source={"val_fraction": 0.1})
     train, val = dm.texts()
     assert train[0] + val[0] == "abcdefghij" * 100 and len(val[0]) == 100
     dm.setup("fit")

@@ -9,7 +9,7 @@ import torch
 
 from cdlm.cli import main
 from cdlm.data import TextDataModule
-from cdlm.data.module import MAX_AUTO_SEQ_LEN, choose_seq_len, choose_tokenizer
+from cdlm.data.choose import MAX_AUTO_SEQ_LEN, choose_seq_len, choose_tokenizer
 
 FIT = ["--data.batch_size=16", "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.embed_dim=8",
        "--model.optim.warmup_steps=5", "--model.val_samples=2", "--model.sampler.steps=4", "--trainer.max_steps=12",

@@ -325,11 +325,11 @@ def test_muon_trains_and_its_state_round_trips(dm, cls):
 
 # ------------------------------------------------------------------------------ length bucketing
 def test_length_buckets_batch_similar_lengths_cut_the_padding_and_resume_exactly():
-    from cdlm.data.module import ResumableLoader
+    from cdlm.data.loaders import ResumableLoader
 
     def loader():
         torch.manual_seed(0)  # the epoch order's seed comes from the global RNG
-        dm = TextDataModule(num_examples=600, batch_size=8, bucket_lengths=True)
+        dm = TextDataModule(num_examples=600, batch_size=8, loading={"bucket_lengths": True})
         dm.setup("fit")
         return dm, dm.train_dataloader()
 
@@ -350,19 +350,19 @@ def test_length_buckets_batch_similar_lengths_cut_the_padding_and_resume_exactly
     it = iter(again)
     seen = [next(it)[0] for _ in range(7)]
     torch.manual_seed(1)
-    resumed = TextDataModule(num_examples=600, batch_size=8, bucket_lengths=True).train_dataloader()
+    resumed = TextDataModule(num_examples=600, batch_size=8, loading={"bucket_lengths": True}).train_dataloader()
     resumed.load_state_dict(again.state_dict())  # the seed travels in the state
     rest = [b[0] for b in resumed]
     assert isinstance(resumed, ResumableLoader) and len(seen) + len(rest) == len(whole)
     assert all(torch.equal(a, b) for a, b in zip(seen + rest, [b[0] for b in whole]))
     with pytest.raises(ValueError, match="bucket_lengths=true .* needs packing=false"):
-        TextDataModule(dataset="any.txt", packing=True, bucket_lengths=True)
+        TextDataModule(dataset="any.txt", packing=True, loading={"bucket_lengths": True})
 
 
 @pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
 def test_each_model_trains_on_bucketed_batches(cls, tmp_path):
     L.seed_everything(0)
-    dm = TextDataModule(num_examples=64, batch_size=8, bucket_lengths=True)
+    dm = TextDataModule(num_examples=64, batch_size=8, loading={"bucket_lengths": True})
     dm.setup("fit")
     widths = []
     model = tiny(dm, cls)
