@@ -159,8 +159,8 @@ class TextDataModule(L.LightningDataModule):
         """Choose the tokenizer and seq_len from the data where they were not given (see the
         class), and say in one line what was chosen. Runs once; every use of either calls it."""
         h = self.hparams
-        if h.tokenizer is not None and h.seq_len is not None:
-            return
+        if self._spec is not None or (h.tokenizer is not None and h.seq_len is not None):
+            return  # (a spec is made after the choice, or given: a trained model's, `from_hparams`)
         if self.is_embedded:
             for key, value in EMBEDDED_SETTINGS.items():
                 if h[key] is None:
@@ -169,7 +169,7 @@ class TextDataModule(L.LightningDataModule):
         chose = []
         prep = self.packed.prep(h.tokenizer, h.vocab_size) if self.packed else None
         train = None if prep else self._text_sample()
-        if h.tokenizer is None and self._tokenizer is None:  # (a trained model's tokenizer is kept: `from_hparams`)
+        if h.tokenizer is None:
             kind, why = (prep["kind"], prep["why"]) if prep else choose_tokenizer(train, h.vocab_size)
             self._settle("tokenizer", kind)
             chose.append(f"tokenizer={kind}" + (f" (vocab_size={h.vocab_size:,})" if kind == "bpe" else "") + f" [{why}]")

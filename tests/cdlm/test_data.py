@@ -130,3 +130,30 @@ def test_texts_that_fit_load_without_a_warning(tmp_path):
         warnings.simplefilter("error")
         TextDataModule(dataset=_lines(tmp_path / "short.txt", [10, 40] * 20), seq_len=40).setup()
         TextDataModule(num_examples=2000, seq_len=40).setup()  # the embedded corpus fits its default
+
+
+def test_the_spec_is_made_once_and_rebuilds_a_trained_models_data(tmp_path, capsys):
+    from cdlm.data import DataSpec
+
+    path = _lines(tmp_path / "lines.txt", [10, 12, 30] * 20)
+    dm = TextDataModule(dataset=path, batch_size=4)
+    spec = dm.spec
+    assert spec is dm.spec and spec.seq_len == dm.hparams.seq_len == dm.hparams_initial["seq_len"]
+    assert sum(spec.length_counts) == len(dm.train_set) and spec.attributes is None
+    assert "chose tokenizer=word" in capsys.readouterr().err
+    model_hparams = {"tokenizer_json": spec.tokenizer_json, "seq_len": spec.seq_len, "attributes": None,
+                     "length_counts": spec.length_counts, "width": 8}
+    again = TextDataModule.from_hparams(dict(dm.hparams), DataSpec.from_hparams(model_hparams))
+    assert again.spec == spec and again.tokenizer_json() == spec.tokenizer_json
+    again.setup()
+    assert "chose" not in capsys.readouterr().err  # nothing chosen again: the model's spec is used
+
+
+def test_flat_data_hyperparameters_of_older_checkpoints_fold_into_their_groups():
+    flat = {"dataset": "embedded", "text_column": "text", "val_fraction": 0.1, "corpus_seed": 3, "num_workers": 0,
+            "bucket_lengths": True, "num_examples": 100, "seq_len": 40, "tokenizer": "word"}
+    dm = TextDataModule.from_hparams(flat)
+    assert dm.source.val_fraction == 0.1 and dm.source.corpus_seed == 3 and dm.loading.bucket_lengths
+    assert dm.hparams.source["val_fraction"] == 0.1 and "val_fraction" not in dm.hparams
+    with pytest.raises(ValueError, match="unknown source setting 'colum'; valid: text_column"):
+        TextDataModule(source={"colum": "x"})
