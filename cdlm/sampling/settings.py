@@ -37,7 +37,7 @@ GROUP_HELP = "sort samples by length into batches, so that trim_padding cuts mor
 
 @dataclass(frozen=True)
 class SamplerConfig(Settings):
-    """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate_ids`)."""
+    """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate`)."""
 
     what = "sampler option"
 
