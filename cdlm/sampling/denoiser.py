@@ -2,7 +2,7 @@
 `solvers` method asks for.
 
 Each layer is a small callable `layer(query) -> DenoiserOutput` around the one inside it, and
-`Denoiser` composes them in one order, from the network out:
+`Denoiser` composes those a call needs in one order, from the network out:
 
     network → classifier-free guidance → trimmed padding → self-conditioning guidance
             → bias (banned tokens) → classifier shift → known tokens (shown, imposed, committed)
@@ -109,23 +109,19 @@ class Trimmed:
         return DenoiserOutput(grow(out.x0), grow(out.logits))
 
 
-class SelfConditioned:
-    """The network reads the previous x0 estimate when it was trained to. A scale s other than 1
-    guides by it (ELF's self-conditioning CFG): logits l_0 + s (l_sc - l_0), from the network
-    without the estimate (zeros, as in training without self-conditioning) and with it; x0
-    follows from the guided logits. That is a second network call per step, and none at the
-    first step, where there is no estimate yet."""
+class SelfGuided:
+    """Guided by the self-conditioning input (ELF's self-conditioning CFG): with a scale s other
+    than 1, logits l_0 + s (l_sc - l_0), from the network without the previous estimate (zeros,
+    as in training without self-conditioning) and with it; x0 follows from the guided logits.
+    That is a second network call per step, and none at the first step, where there is no
+    estimate yet."""
 
     def __init__(self, inner, net: ScoreNetwork, temperature: float, scale: float):
         self.inner, self.net, self.temperature, self.scale = inner, net, temperature, scale
 
     def __call__(self, q: Query) -> DenoiserOutput:
-        prev = q.prev if self.net.self_condition else None
-        if prev is not None and prev.shape != q.x.shape:  # adaptive integrators may change batch views
-            prev = None
-        q = q._replace(prev=prev)
         s = self.scale
-        if s == 1.0 or prev is None:
+        if q.prev is None:
             return self.inner(q)
         # with interpolation x0 follows from the guided logits: neither call's own x0 is needed
         with_sc, without = self.inner(q._replace(need_x0=False)), self.inner(q._replace(prev=None, need_x0=False))
@@ -143,8 +139,6 @@ class Restricted:
         self.inner, self.net, self.temperature, self.plan = inner, net, temperature, plan
 
     def __call__(self, q: Query) -> DenoiserOutput:
-        if not self.plan.restricts:
-            return self.inner(q)
         out = self.inner(q._replace(need_x0=False))
         logits = self.plan.restrict(out.logits)
         x0 = x0_from_logits(self.net, logits, self.temperature, q.x.dtype) if self.net.interpolate else out.x0
@@ -162,8 +156,6 @@ class ClassifierShift:
     def __call__(self, q: Query) -> DenoiserOutput:
         out = self.inner(q)
         g = self.guidance
-        if g.classifier is None or not g.classifier_scale:
-            return out
         log_snr = self.sde.log_snr(q.t).to(q.x.dtype)
         with torch.enable_grad():
             x = q.x.detach().float().requires_grad_(True)
@@ -249,25 +241,34 @@ class Imposed:
 
 class Denoiser:
     """`denoiser(x_t, t, prev) -> DenoiserOutput(x0, logits)` over a ScoreNetwork: the layers of
-    this module in their order, for the samples of `plan` (one chunk's rows) as `sampler` says
-    (temperature, self-conditioning guidance, trimmed padding, commitment). `prev` is the
-    previous x0 estimate; `known` the chunk's known tokens (default: the plan's, noise drawn
-    from the global stream). Gradients stay on: distillation trains a student through exactly
-    what sampling runs (`cdlm.models.distilled`); `network.calls` counts the network calls."""
+    this module that the samples of `plan` (one chunk's rows) need, in their order, as `sampler`
+    says (temperature, self-conditioning guidance, trimmed padding, commitment). `prev` is the
+    previous x0 estimate, read by networks trained with self-conditioning; `known` the chunk's
+    known tokens (default: the plan's, noise drawn from the global stream). Gradients stay on:
+    distillation trains a student through exactly what sampling runs (`cdlm.models.distilled`);
+    `network.calls` counts the network calls."""
 
     def __init__(self, net: ScoreNetwork, sde, sampler: SamplerConfig, plan: Plan, known: KnownTokens | None = None):
-        t = sampler.temperature
-        self.network = NetworkCall(net, t)
+        t, g = sampler.temperature, plan.guidance
+        self.net, self.sde = net, sde
+        self.network = layer = NetworkCall(net, t)
+        if g.attributes is not None:
+            layer = Guided(layer, net, t, g)
+        keep = network_length(plan.known_ids, plan.pad_id) if sampler.trim_padding else None
+        if keep is not None:
+            layer = Trimmed(layer, keep)
+        if sampler.self_condition_scale != 1.0 and net.self_condition:
+            layer = SelfGuided(layer, net, t, sampler.self_condition_scale)
+        if plan.restricts:
+            layer = Restricted(layer, net, t, plan)
+        if g.classifier is not None and g.classifier_scale:
+            layer = ClassifierShift(layer, sde, g)
         self.known = KnownTokens(plan.known_ids, plan.clean, plan.pad_id) if known is None else known
-        layer = Guided(self.network, net, t, plan.guidance)
-        layer = Trimmed(layer, network_length(plan.known_ids, plan.pad_id) if sampler.trim_padding else None)
-        layer = SelfConditioned(layer, net, t, sampler.self_condition_scale)
-        layer = Restricted(layer, net, t, plan)
-        layer = ClassifierShift(layer, sde, plan.guidance)
         self.layers = Imposed(layer, net, sde, self.known, sampler.commit)
-        self.sde = sde
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, prev: torch.Tensor | None = None) -> DenoiserOutput:
+        if not self.net.self_condition or (prev is not None and prev.shape != x_t.shape):
+            prev = None  # (adaptive integrators may change batch views)
         return self.layers(Query(x_t, self.sde.log_snr(t).to(x_t.dtype), t, prev))
 
 
@@ -280,12 +281,14 @@ class SolverDenoiser:
         self.denoiser, self.last = denoiser, None
 
     @torch.no_grad()
-    def output(self, x_t: torch.Tensor, t: torch.Tensor) -> DenoiserOutput:
-        self.last = self.denoiser(x_t, t, None if self.last is None else self.last.x0)
-        return self.last
-
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.output(x_t, t).x0
+        self.last = self.denoiser(x_t, t, None if self.last is None else self.last.x0)
+        return self.last.x0
+
+    def output(self, x_t: torch.Tensor, t: torch.Tensor) -> DenoiserOutput:
+        """The whole output of one more call (the rounding call at the end time)."""
+        self(x_t, t)
+        return self.last
 
 
 def keep_confident(logits: torch.Tensor, ids: torch.Tensor, known: torch.Tensor | None, fraction: float) -> torch.Tensor:
