@@ -295,7 +295,7 @@ def train_ratios(times: dict, phase: dict) -> list[dict]:
 
 
 # the quickstart's sampler (configs/quickstart.yaml): 19 DDIM steps + 30 one-step restarts = 49 NFE
-QUICKSTART = dict(method="ddim", steps=19, temperature=0.3, restarts=30, restart_steps=1, restart_log_snr=-2.0,
+QUICKSTART = dict(method="ddim", steps=19, score_temperature=0.3, restarts=30, restart_steps=1, restart_log_snr=-2.0,
                   restart_log_snr_end=0.0, rounding="last")
 
 

@@ -358,7 +358,7 @@ class DiffusionLM(DiffusionBase):
                    batch_size: int = 256, solver_options: dict | None = None, **options):
         """Token ids [N, L] and the NFE for a `request` (`cdlm.control.request.Request`), whose
         fields may also be given as keywords, with the model's sampler settings unless
-        overridden: the other keywords are fields of `SamplerConfig` (method, steps, temperature,
+        overridden: the other keywords are fields of `SamplerConfig` (method, steps, score_temperature,
         restarts, ...).
 
         Control (see `cdlm.control.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,

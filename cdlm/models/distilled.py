@@ -117,7 +117,7 @@ class DistilledDiffusionLM(DiffusionLM):
         optim: the optimizer; its warm-up and cosine decay restart with every round.
         ema_decay: the EMA decay (warmed up anew each round); a round's EMA is the next teacher.
         sampler: the default sampler; None: DDIM at `distill.final_steps`, the teacher's
-            temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
+            score temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
         val_samples, length_counts, compile: as DiffusionLM's (length_counts default to the teacher's).
         teacher: the teacher's hyperparameters, read from `teacher_ckpt`; leave it unset, a
             reloaded student carries it.
@@ -169,8 +169,9 @@ class DistilledDiffusionLM(DiffusionLM):
             raise ValueError(f"teacher must be the teacher's hyperparameters (a mapping), got {type(teacher).__name__}")
         training = DiffusionTraining.of(teacher.get("training"))
         if sampler is None:  # (a reload carries the one it was built with)
-            temperature = SamplerConfig.of(full.get("sampler") if first else None).temperature
-            sampler = SamplerConfig(method="ddim", steps=d.final_steps, temperature=temperature, rounding="last")
+            score_temperature = SamplerConfig.of(full.get("sampler") if first else None).score_temperature
+            sampler = SamplerConfig(method="ddim", steps=d.final_steps, score_temperature=score_temperature,
+                                    rounding="last")
         super().__init__(
             **{k: v for k, v in teacher.items() if k not in ("training", "sampler")},
             tokenizer_json=tokenizer_json, seq_len=seq_len, attributes=attributes, length_counts=length_counts,
@@ -283,7 +284,7 @@ class DistilledDiffusionLM(DiffusionLM):
         guidance = Guidance() if attributes is None else Guidance(attributes, self.conditioning.guidance_scale)
         plan = Plan(known, self.pad_id, pad_banned=pad_banned, guidance=guidance, clean=self.shown_clean())
         known_tokens = KnownTokens(plan.known_ids, plan.clean, plan.pad_id, noise=noise)
-        return Denoiser(net, self.sde, SamplerConfig(temperature=self.sampler.temperature), plan, known_tokens)
+        return Denoiser(net, self.sde, SamplerConfig(score_temperature=self.sampler.score_temperature), plan, known_tokens)
 
     def distillation_loss(self, ids: torch.Tensor, steps: int, known_lengths: bool, attributes=None):
         """(x0 loss, token loss) per sequence [B] of a student of `steps` DDIM steps."""

@@ -30,7 +30,7 @@ def generate(net: ScoreNetwork, sde, sampler: SamplerConfig, plan: Plan, generat
              batch_size: int = 256, solver_options: dict | None = None) -> Generation:
     """Sample the `plan`'s samples (`cdlm.sampling.plan.Plan`: known tokens, banned tokens,
     lengths, guidance) from noise, as `sampler` says (`SamplerConfig`: method, steps,
-    temperature, clamping, rounding, restarts, commitment), in chunks of `batch_size`;
+    score temperature, clamping, rounding, restarts, commitment), in chunks of `batch_size`;
     `solver_options` go to `solvers.sample` (`t_end`, rtol for adaptive methods, ...).
 
     With `restarts` > 0, the rounded result is re-noised to log-SNR `restart_log_snr` and

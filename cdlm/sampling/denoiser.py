@@ -42,9 +42,9 @@ class Query(NamedTuple):
     need_x0: bool = True  # False: the caller derives x0 from the logits, so an interpolating network may skip its own
 
 
-def x0_from_logits(net: ScoreNetwork, logits: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
-    """The interpolated x0 = softmax(logits / temperature) · E of adjusted logits."""
-    return (torch.softmax(logits / temperature, -1) @ net.embedding.table().float()).to(dtype)
+def x0_from_logits(net: ScoreNetwork, logits: torch.Tensor, score_temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    """The interpolated x0 = softmax(logits / score_temperature) · E of adjusted logits."""
+    return (torch.softmax(logits / score_temperature, -1) @ net.embedding.table().float()).to(dtype)
 
 
 class NetworkCall:
@@ -54,13 +54,13 @@ class NetworkCall:
     # and x0 is derived from them again: exact; False recomputes it, for measuring the saving.
     skip_unused_x0 = True
 
-    def __init__(self, net: ScoreNetwork, temperature: float):
-        self.net, self.temperature, self.calls = net, temperature, 0
+    def __init__(self, net: ScoreNetwork, score_temperature: float):
+        self.net, self.score_temperature, self.calls = net, score_temperature, 0
 
     def __call__(self, q: Query) -> DenoiserOutput:
         self.calls += 1
         skip = {} if q.need_x0 or not self.skip_unused_x0 else {"return_x0": False}
-        logits, x0 = self.net(q.x, q.lam, q.prev, temperature=self.temperature, attributes=q.attributes, **skip)
+        logits, x0 = self.net(q.x, q.lam, q.prev, temperature=self.score_temperature, attributes=q.attributes, **skip)
         return DenoiserOutput(x0, logits)
 
 
@@ -69,8 +69,8 @@ class Guided:
     unconditioned, in one doubled batch, and guides the token log-probabilities:
     log p_u + s (log p_c - log p_u) (classifier-free guidance)."""
 
-    def __init__(self, inner, net: ScoreNetwork, temperature: float, guidance: Guidance):
-        self.inner, self.net, self.temperature = inner, net, temperature
+    def __init__(self, inner, net: ScoreNetwork, score_temperature: float, guidance: Guidance):
+        self.inner, self.net, self.score_temperature = inner, net, score_temperature
         self.attributes, self.scale = guidance.attributes, guidance.scale
 
     def __call__(self, q: Query) -> DenoiserOutput:
@@ -86,7 +86,7 @@ class Guided:
         cond, uncond = out.logits.log_softmax(-1).chunk(2)
         logits = guide(cond, uncond, s)
         if self.net.interpolate:
-            return DenoiserOutput(x0_from_logits(self.net, logits, self.temperature, q.x.dtype), logits)
+            return DenoiserOutput(x0_from_logits(self.net, logits, self.score_temperature, q.x.dtype), logits)
         x0_c, x0_u = out.x0.chunk(2)
         return DenoiserOutput(guide(x0_c, x0_u, s).to(q.x.dtype), logits)
 
@@ -116,8 +116,8 @@ class SelfGuided:
     That is a second network call per step, and none at the first step, where there is no
     estimate yet."""
 
-    def __init__(self, inner, net: ScoreNetwork, temperature: float, scale: float):
-        self.inner, self.net, self.temperature, self.scale = inner, net, temperature, scale
+    def __init__(self, inner, net: ScoreNetwork, score_temperature: float, scale: float):
+        self.inner, self.net, self.score_temperature, self.scale = inner, net, score_temperature, scale
 
     def __call__(self, q: Query) -> DenoiserOutput:
         s = self.scale
@@ -127,7 +127,7 @@ class SelfGuided:
         with_sc, without = self.inner(q._replace(need_x0=False)), self.inner(q._replace(prev=None, need_x0=False))
         logits = guide(with_sc.logits, without.logits, s)
         if self.net.interpolate:
-            return DenoiserOutput(x0_from_logits(self.net, logits, self.temperature, q.x.dtype), logits)
+            return DenoiserOutput(x0_from_logits(self.net, logits, self.score_temperature, q.x.dtype), logits)
         return DenoiserOutput(guide(with_sc.x0, without.x0, s).to(q.x.dtype), logits)
 
 
@@ -135,13 +135,13 @@ class Restricted:
     """The plan's banned tokens at -inf (logit bias, padding before a sample's length), x0
     derived again from the restricted logits."""
 
-    def __init__(self, inner, net: ScoreNetwork, temperature: float, plan: Plan):
-        self.inner, self.net, self.temperature, self.plan = inner, net, temperature, plan
+    def __init__(self, inner, net: ScoreNetwork, score_temperature: float, plan: Plan):
+        self.inner, self.net, self.score_temperature, self.plan = inner, net, score_temperature, plan
 
     def __call__(self, q: Query) -> DenoiserOutput:
         out = self.inner(q._replace(need_x0=False))
         logits = self.plan.restrict(out.logits)
-        x0 = x0_from_logits(self.net, logits, self.temperature, q.x.dtype) if self.net.interpolate else out.x0
+        x0 = x0_from_logits(self.net, logits, self.score_temperature, q.x.dtype) if self.net.interpolate else out.x0
         return DenoiserOutput(x0, logits)
 
 
@@ -242,14 +242,14 @@ class Imposed:
 class Denoiser:
     """`denoiser(x_t, t, prev) -> DenoiserOutput(x0, logits)` over a ScoreNetwork: the layers of
     this module that the samples of `plan` (one chunk's rows) need, in their order, as `sampler`
-    says (temperature, self-conditioning guidance, trimmed padding, commitment). `prev` is the
+    says (score temperature, self-conditioning guidance, trimmed padding, commitment). `prev` is the
     previous x0 estimate, read by networks trained with self-conditioning; `known` the chunk's
     known tokens (default: the plan's, noise drawn from the global stream). Gradients stay on:
     distillation trains a student through exactly what sampling runs (`cdlm.models.distilled`);
     `network.calls` counts the network calls."""
 
     def __init__(self, net: ScoreNetwork, sde, sampler: SamplerConfig, plan: Plan, known: KnownTokens | None = None):
-        t, g = sampler.temperature, plan.guidance
+        t, g = sampler.score_temperature, plan.guidance
         self.net, self.sde = net, sde
         self.network = layer = NetworkCall(net, t)
         if g.attributes is not None:

@@ -106,7 +106,7 @@ def test_guidance_scale_interpolates_log_probabilities():
     cond, uncond = logp(attrs), logp(torch.zeros_like(attrs))
     assert not torch.allclose(cond, uncond, atol=1e-3)
     for s, want in ((1.0, cond), (0.0, uncond), (2.5, uncond + 2.5 * (cond - uncond))):
-        d = Denoiser(net, sde, SamplerConfig(temperature=1.0), Plan.build(3, 40, guidance=Guidance(attrs, s)))
+        d = Denoiser(net, sde, SamplerConfig(score_temperature=1.0), Plan.build(3, 40, guidance=Guidance(attrs, s)))
         assert torch.allclose(d(x, t).logits.log_softmax(-1), want.log_softmax(-1), atol=1e-4), s
 
 
@@ -168,7 +168,7 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     net, sde = model.ema.eval(), model.sde
     targets = clf.encode([{"food": "french"}] * 2)
     x, t = torch.randn(2, 40, 8), torch.full((2,), 0.4, dtype=torch.float64)
-    one = SamplerConfig(temperature=1.0)
+    one = SamplerConfig(score_temperature=1.0)
     towards = Guidance(classifier=clf, targets=targets, classifier_scale=3.0)
     plain = Denoiser(net, sde, one, Plan.build(2, 40))(x, t).x0
     guided = Denoiser(net, sde, one, Plan.build(2, 40, guidance=towards))(x, t).x0

@@ -137,7 +137,7 @@ def test_commitment_schedule_decides_a_fraction_one_minus_t():
     model = tiny_model(dm, training={"clean_context": 1.0})
     plan = Plan.build(2, 40, clean="all")
     known = KnownTokens(plan.known_ids, plan.clean)
-    den = Denoiser(model.ema, model.sde, SamplerConfig(temperature=1.0, commit=True), plan, known)
+    den = Denoiser(model.ema, model.sde, SamplerConfig(score_temperature=1.0, commit=True), plan, known)
     x = torch.randn(2, 40, 8)
     out = den(x, torch.full((2,), 0.75))
     assert ((known.ids >= 0).sum(1) == 10).all()

@@ -30,7 +30,7 @@ def exact():
 
 
 def sample_counts(net, sde, seed: int = 0, **settings) -> torch.Tensor:
-    sampler = SamplerConfig(**{"steps": 50, "temperature": 1.0, **settings})
+    sampler = SamplerConfig(**{"steps": 50, "score_temperature": 1.0, **settings})
     gen = generate(net, sde, sampler, Plan.build(N, L), generator=torch.Generator().manual_seed(seed))
     return torch.bincount(gen.ids.reshape(-1), minlength=V).double()
 
@@ -63,7 +63,7 @@ def test_restarts_and_each_rounding_keep_the_unigram(exact, rounding, restarts):
 
 def test_a_lower_temperature_sharpens_towards_the_frequent_tokens(exact):
     top = lambda c: float(c[:3].sum() / c.sum())  # noqa: E731  (the three most frequent tokens)
-    assert top(sample_counts(*exact, method="ddim", temperature=0.5)) > top(UNIGRAM) + 0.05
+    assert top(sample_counts(*exact, method="ddim", score_temperature=0.5)) > top(UNIGRAM) + 0.05
 
 
 def test_sampling_noise_is_not_the_stream_that_initialised_the_model():

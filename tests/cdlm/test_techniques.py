@@ -197,8 +197,8 @@ def test_self_condition_scale_combines_the_two_calls_exactly(dm):
     net = model.net.eval()
     x = torch.randn(2, 40, 8)
     t = torch.full((2,), 0.5, dtype=torch.float64)
-    guided = Denoiser(net, model.sde, SamplerConfig(temperature=0.7, self_condition_scale=3.0), Plan.build(2, 40))
-    plain = Denoiser(net, model.sde, SamplerConfig(temperature=0.7), Plan.build(2, 40))
+    guided = Denoiser(net, model.sde, SamplerConfig(score_temperature=0.7, self_condition_scale=3.0), Plan.build(2, 40))
+    plain = Denoiser(net, model.sde, SamplerConfig(score_temperature=0.7), Plan.build(2, 40))
     with torch.no_grad():
         first, plain_first = guided(x, t), plain(x, t)  # no estimate yet: one plain call
     assert torch.equal(first.x0, plain_first.x0) and torch.equal(first.logits, plain_first.logits)
