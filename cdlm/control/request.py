@@ -16,7 +16,9 @@ class Request:
     `cdlm.control.constraints`; `length` a number of tokens or "data" (each sample's drawn from
     the training texts); `attributes` one request for all samples or a list of one per sample
     (`cdlm.control.attributes`), guided with `guidance_scale`, and by a `classifier`'s gradient
-    weighted by `classifier_scale`.
+    weighted by `classifier_scale`. A diffusion model's `sample_ids` turns it, once, into the
+    `cdlm.sampling.plan.Plan` its sampler reads: the words become token ids, "data" lengths,
+    the attribute requests rows.
     """
 
     anchors: dict | list | None = None
