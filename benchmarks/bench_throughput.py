@@ -295,7 +295,7 @@ def train_ratios(times: dict, phase: dict) -> list[dict]:
 
 
 # the quickstart's sampler (configs/quickstart.yaml): 19 DDIM steps + 30 one-step restarts = 49 NFE
-QUICKSTART = dict(method="ddim", steps=19, temperature=0.3, restarts=30, restart_steps=1, restart_log_snr=-2.0,
+QUICKSTART = dict(method="ddim", steps=19, score_temperature=0.3, restarts=30, restart_steps=1, restart_log_snr=-2.0,
                   restart_log_snr_end=0.0, rounding="last")
 
 
@@ -360,7 +360,7 @@ def bench_generate(kinds: list[str], tok: str, a, L: int) -> list[dict]:
     return rows
 
 
-# variant → (sample_ids options, Denoiser.skip_unused_x0); "group" splits B into --cuts_groups batches
+# variant → (sample_ids options, NetworkCall.skip_unused_x0); "group" splits B into --cuts_groups batches
 CUT_VARIANTS = {
     "baseline": ({}, True),
     "x0_recomputed": ({}, False),
@@ -391,7 +391,7 @@ def length_counts(tok: str, L: int) -> list[int]:
 def bench_cuts(tok: str, a, L: int) -> list[dict]:
     from cdlm.checkpoints import load_checkpoint
     from cdlm.data import corpus
-    from cdlm.sampling.continuous import Denoiser
+    from cdlm.sampling.denoiser import NetworkCall
 
     ckpts = a.cuts_ckpts.split(",") if a.cuts_ckpts else [None, None]
     rows = []
@@ -413,14 +413,14 @@ def bench_cuts(tok: str, a, L: int) -> list[dict]:
                 options, skip = CUT_VARIANTS[v]
                 options = dict(options)
                 batch = a.gen_batch // a.cuts_groups if options.pop("batch", None) else a.gen_batch
-                Denoiser.skip_unused_x0 = skip
+                NetworkCall.skip_unused_x0 = skip
                 try:
                     sync(a.device)
                     start = time.perf_counter()
                     gen = model.sample_ids(a.gen_batch, seed=r, batch_size=batch, length="data", **settings, **options)
                     sync(a.device)
                 finally:
-                    Denoiser.skip_unused_x0 = True
+                    NetworkCall.skip_unused_x0 = True
                 times[v].append(time.perf_counter() - start)
                 ids.setdefault(v, []).append(gen.ids.cpu())
                 nfe[v] = gen.nfe

@@ -168,7 +168,7 @@ def cmd_sample(argv: list[str]) -> None:
 
     total = sampling_calls(model, args.num_samples, args.batch_size, _settings(args), request.prefix)
     with network_calls(model, "sampling", total):
-        gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, **request.options(),
+        gen = model.sample_ids(args.num_samples, seed=args.seed, batch_size=args.batch_size, request=request,
                                **_settings(args))
     texts = model.decode(gen.ids)
     if args.output:

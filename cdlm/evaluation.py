@@ -181,7 +181,7 @@ def evaluate(model, request=None, settings: dict | None = None, num_samples: int
         if not len(ids):
             return {"method": "autoregressive+rejection", **rejection, "sample_seconds": round(time.perf_counter() - start, 3)}
     else:
-        gen = model.sample_ids(num_samples, seed=seed, batch_size=batch_size, **request.options(), **settings)
+        gen = model.sample_ids(num_samples, seed=seed, batch_size=batch_size, request=request, **settings)
     seconds = time.perf_counter() - start
     texts = model.decode(gen.ids)
     result = {

@@ -16,7 +16,9 @@ class Request:
     `cdlm.control.constraints`; `length` a number of tokens or "data" (each sample's drawn from
     the training texts); `attributes` one request for all samples or a list of one per sample
     (`cdlm.control.attributes`), guided with `guidance_scale`, and by a `classifier`'s gradient
-    weighted by `classifier_scale`.
+    weighted by `classifier_scale`. A diffusion model's `sample_ids` turns it, once, into the
+    `cdlm.sampling.plan.Plan` its sampler reads: the words become token ids, "data" lengths,
+    the attribute requests rows.
     """
 
     anchors: dict | list | None = None
@@ -29,8 +31,22 @@ class Request:
     classifier: object = None
     classifier_scale: float = 1.0
 
-    def options(self) -> dict:
-        """The keywords of a model's `sample_ids` that this request sets."""
+    def __post_init__(self):
+        if self.length is not None and self.length != "data" and (isinstance(self.length, bool)
+                                                                   or not isinstance(self.length, int)):
+            raise ValueError(f'length {self.length!r} is neither a number of tokens nor "data"')
+
+    @classmethod
+    def split(cls, request: Request | None, options: dict) -> tuple[Request, dict]:
+        """(`request`, or a new one, with the fields that `options` name set; the other options):
+        how a model's `sample_ids` takes both a Request and its fields as keywords."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in options.items() if k in names and v is not None}
+        rest = {k: v for k, v in options.items() if k not in names}
+        return dataclasses.replace(request or cls(), **fields), rest
+
+    def asked(self) -> dict:
+        """The fields this request sets (classifier_scale only with a classifier)."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         if self.classifier is None:
             given.pop("classifier_scale")

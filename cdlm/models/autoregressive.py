@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cdlm.control.request import Request
 from cdlm.data.tokenizer import encode
 from cdlm.models.base import LanguageModel
 from cdlm.models.config import OptimConfig
@@ -88,14 +89,19 @@ class AutoregressiveLM(LanguageModel):
 
     @torch.no_grad()
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,
-                   prefix: str | None = None, batch_size: int = 256, use_cache: bool = True, **unsupported):
-        """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix`; stops early
-        once every row has emitted a pad. Anything else a diffusion sampler takes is an error.
+                   prefix: str | None = None, batch_size: int = 256, use_cache: bool = True,
+                   request: Request | None = None, **unsupported):
+        """Ancestral sampling of [N, seq_len] ids, optionally after a given `prefix` (or a `request`
+        (`cdlm.control.request.Request`) that asks for one); stops early once every row has
+        emitted a pad. Anything else a diffusion sampler takes is an error.
 
         With `use_cache` (the default) the prefix is run once and each further token costs one
         position's work against a preallocated key/value cache (`cdlm.networks.KVCache`);
         `use_cache=False` re-runs the whole prefix for every token (the reference path: same
         random draws, same ids)."""
+        if request is not None:
+            unsupported = {**request.asked(), **unsupported}
+            prefix = unsupported.pop("prefix", prefix)
         # lengths "from the data" are what a left-to-right model samples anyway
         unsupported = {k: v for k, v in unsupported.items() if v not in (None, [], False) and (k, v) != ("length", "data")}
         if unsupported:

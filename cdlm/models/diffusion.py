@@ -3,19 +3,21 @@ keeps EMA weights, and generates text from checkpoints with nothing else on disk
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
 import solvers
-from cdlm.control.constraints import build_constraints
+from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import SCHEDULES, ConditioningConfig, DiffusionTraining, OptimConfig, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.sampling.base import noise_generator
-from cdlm.sampling.continuous import generate_ids
+from cdlm.sampling.continuous import generate
+from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 
 
@@ -351,14 +353,13 @@ class DiffusionLM(DiffusionBase):
         s = self.sampler.replace(**settings)
         return {"method": s.method, "steps": s.steps, "restarts": s.restarts, "self_condition_scale": s.self_condition_scale}
 
-    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True, anchors=None,
-                   prefix: str | None = None, suffix: str | None = None, template: str | None = None,
-                   length: int | str | None = None, attributes=None, guidance_scale: float | None = None,
-                   classifier=None, classifier_scale: float = 1.0, clean_known: bool | None = None,
-                   clean_pad: bool | None = None, batch_size: int = 256, solver_options: dict | None = None,
-                   **settings):
-        """Token ids [N, L] and the NFE, with the model's sampler settings unless overridden:
-        `settings` are fields of `SamplerConfig` (method, steps, temperature, restarts, ...).
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True,
+                   request: Request | None = None, clean_known: bool | None = None, clean_pad: bool | None = None,
+                   batch_size: int = 256, solver_options: dict | None = None, **options):
+        """Token ids [N, L] and the NFE for a `request` (`cdlm.control.request.Request`), whose
+        fields may also be given as keywords, with the model's sampler settings unless
+        overridden: the other keywords are fields of `SamplerConfig` (method, steps, score_temperature,
+        restarts, ...).
 
         Control (see `cdlm.control.constraints`): `anchors={5: "quantum"}` fixes tokens at positions,
         `template="the ___ serves ___ food ."` fixes all but the blanks, `prefix`/`suffix` fix
@@ -374,51 +375,52 @@ class DiffusionLM(DiffusionBase):
         model's default is "last". `clean_known`/`clean_pad` override whether known tokens and
         padding are shown clean (by default, as the model was trained); `solver_options` go to
         `solvers.sample` (e.g. rtol for adaptive methods). `trim_padding`/`group_lengths`: cost
-        cuts of `cdlm.sampling.continuous.generate_ids` (off: they change samples).
+        cuts of `cdlm.sampling.continuous.generate` (off: they change samples).
         """
-        h = self.hparams
+        request, settings = Request.split(request, options)
         sampler = self.sampler.replace(**settings)
-        options = {}
-        if attributes is not None:
-            requests = self.attribute_requests(attributes, num_samples)
-            if self.attribute_vocab is None and classifier is None:
-                raise ValueError("this model was trained without attributes (fit with --data.condition_column) "
-                                 "and no attribute classifier was given")
-            if self.attribute_vocab is not None:
-                options["attributes"] = self.attribute_vocab.encode(requests).to(self.device)
-                options["guidance_scale"] = self.conditioning.guidance_scale if guidance_scale is None else guidance_scale
-            if classifier is not None:
-                # the classifier moves x0; rounding "last" reads only the network's logits
-                if sampler.rounding == "last":
-                    if settings.get("rounding") == "last":
-                        raise ValueError("classifier guidance moves x0, which rounding='last' never reads; "
-                                         "use rounding 'nearest' or 'logits'")
-                    sampler = sampler.replace(rounding="nearest")
-                classifier = classifier.to(self.device).eval()
-                options.update(classifier=classifier, classifier_targets=classifier.encode(requests),
-                               classifier_scale=classifier_scale)
-        if length == "data":
-            options["lengths"], options["pad_id"], length = self.data_lengths(num_samples, seed), self.pad_id, None
-        if any(c is not None for c in (anchors, prefix, suffix, template, length)):
-            c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
-            options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
-        t = self.training_config
-        options["clean_known"] = (t.clean_context > 0 or t.hybrid_corruption > 0) if clean_known is None else clean_known
-        options["clean_pad"] = t.clean_padding > 0 if clean_pad is None else clean_pad
+        if request.classifier is not None and request.attributes is not None and sampler.rounding == "last":
+            # the classifier moves x0; rounding "last" reads only the network's logits
+            if settings.get("rounding") == "last":
+                raise ValueError("classifier guidance moves x0, which rounding='last' never reads; "
+                                 "use rounding 'nearest' or 'logits'")
+            sampler = sampler.replace(rounding="nearest")
+        plan = self.sampling_plan(request, num_samples, seed, self.shown_clean(clean_known, clean_pad))
         generator = None if seed is None else noise_generator(seed, self.device)
         was_training = self.training
         self.eval()
         try:
-            return generate_ids(
-                self.ema if use_ema else self.net,
-                self.sde,
-                num_samples,
-                h.seq_len,
-                sampler,
-                generator=generator,
-                batch_size=batch_size,
-                **options,
-                **(solver_options or {}),
-            )
+            return generate(self.ema if use_ema else self.net, self.sde, sampler, plan, generator, batch_size,
+                            solver_options)
         finally:
             self.train(was_training)
+
+    def shown_clean(self, clean_known: bool | None = None, clean_pad: bool | None = None) -> str:
+        """Which known tokens the network sees clean (`Plan.clean`): by default, as the model was
+        trained (clean context or hybrid corruption: all; clean padding: padding)."""
+        t = self.training_config
+        clean_known = (t.clean_context > 0 or t.hybrid_corruption > 0) if clean_known is None else clean_known
+        clean_pad = t.clean_padding > 0 if clean_pad is None else clean_pad
+        return "all" if clean_known else "padding" if clean_pad else "none"
+
+    def sampling_plan(self, request: Request, num_samples: int, seed: int | None = None, clean: str = "none") -> Plan:
+        """The `Plan` of `num_samples` samples for `request`: its known tokens and banned ones,
+        each sample's length ("data": drawn with `seed`), its attribute rows and guidance."""
+        guidance = Guidance()
+        if request.attributes is not None:
+            requests = self.attribute_requests(request.attributes, num_samples)
+            classifier = request.classifier
+            if self.attribute_vocab is None and classifier is None:
+                raise ValueError("this model was trained without attributes (fit with --data.condition_column) "
+                                 "and no attribute classifier was given")
+            if self.attribute_vocab is not None:
+                scale = self.conditioning.guidance_scale if request.guidance_scale is None else request.guidance_scale
+                guidance = Guidance(self.attribute_vocab.encode(requests).to(self.device), scale)
+            if classifier is not None:
+                classifier = classifier.to(self.device).eval()
+                guidance = dataclasses.replace(guidance, classifier=classifier, targets=classifier.encode(requests),
+                                               classifier_scale=request.classifier_scale)
+        lengths = self.data_lengths(num_samples, seed) if request.length == "data" else None
+        c = request.constraints(self.tokenizer, self.hparams.seq_len)
+        return Plan.build(num_samples, self.hparams.seq_len, None if c is None else c.known_ids,
+                          None if c is None else c.logit_bias, lengths, self.pad_id, guidance, clean)

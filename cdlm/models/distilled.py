@@ -23,7 +23,8 @@ import torch.nn.functional as F
 import solvers
 from cdlm.models.config import DiffusionTraining, OptimConfig
 from cdlm.models.diffusion import DiffusionLM
-from cdlm.sampling.continuous import Denoiser
+from cdlm.sampling.denoiser import Denoiser, KnownTokens
+from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import SamplerConfig
 from cdlm.settings import Settings, count, number, setting
 
@@ -116,7 +117,7 @@ class DistilledDiffusionLM(DiffusionLM):
         optim: the optimizer; its warm-up and cosine decay restart with every round.
         ema_decay: the EMA decay (warmed up anew each round); a round's EMA is the next teacher.
         sampler: the default sampler; None: DDIM at `distill.final_steps`, the teacher's
-            temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
+            score temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
         val_samples, length_counts, compile: as DiffusionLM's (length_counts default to the teacher's).
         teacher: the teacher's hyperparameters, read from `teacher_ckpt`; leave it unset, a
             reloaded student carries it.
@@ -168,8 +169,9 @@ class DistilledDiffusionLM(DiffusionLM):
             raise ValueError(f"teacher must be the teacher's hyperparameters (a mapping), got {type(teacher).__name__}")
         training = DiffusionTraining.of(teacher.get("training"))
         if sampler is None:  # (a reload carries the one it was built with)
-            temperature = SamplerConfig.of(full.get("sampler") if first else None).temperature
-            sampler = SamplerConfig(method="ddim", steps=d.final_steps, temperature=temperature, rounding="last")
+            score_temperature = SamplerConfig.of(full.get("sampler") if first else None).score_temperature
+            sampler = SamplerConfig(method="ddim", steps=d.final_steps, score_temperature=score_temperature,
+                                    rounding="last")
         super().__init__(
             **{k: v for k, v in teacher.items() if k not in ("training", "sampler")},
             tokenizer_json=tokenizer_json, seq_len=seq_len, attributes=attributes, length_counts=length_counts,
@@ -273,17 +275,16 @@ class DistilledDiffusionLM(DiffusionLM):
     # ------------------------------------------------------------ the loss
     def _denoiser(self, net, ids: torch.Tensor, noise: torch.Tensor, known_lengths: bool, attributes) -> Denoiser:
         """The sampler's denoiser over `net`, as `sample_ids` builds it: with known lengths the
-        padding is known (shown as `--length data` shows it) and banned from the content."""
-        t, options = self.teacher_training, {}
+        padding is known (shown as `--length data` shows it) and banned from the content. Known
+        padding is shown as the data's own forward-noised copy, by `noise`."""
+        known, pad_banned = torch.full_like(ids, -1), None
         if known_lengths:
             pads = ids == self.pad_id
-            options = {"known_ids": torch.where(pads, ids, torch.full_like(ids, -1)), "pad_banned": ~pads}
-        if attributes is not None:
-            options.update(attributes=attributes, guidance_scale=self.conditioning.guidance_scale)
-        d = Denoiser(net, self.sde, self.sampler.temperature, pad_id=self.pad_id, clean_pad=t.clean_padding > 0,
-                     clean_known=t.clean_context > 0 or t.hybrid_corruption > 0, **options)
-        d.noise = noise  # known padding is shown as the data's own forward-noised copy
-        return d
+            known, pad_banned = torch.where(pads, ids, known), ~pads
+        guidance = Guidance() if attributes is None else Guidance(attributes, self.conditioning.guidance_scale)
+        plan = Plan(known, self.pad_id, pad_banned=pad_banned, guidance=guidance, clean=self.shown_clean())
+        known_tokens = KnownTokens(plan.known_ids, plan.clean, plan.pad_id, noise=noise)
+        return Denoiser(net, self.sde, SamplerConfig(score_temperature=self.sampler.score_temperature), plan, known_tokens)
 
     def distillation_loss(self, ids: torch.Tensor, steps: int, known_lengths: bool, attributes=None):
         """(x0 loss, token loss) per sequence [B] of a student of `steps` DDIM steps."""
@@ -295,30 +296,32 @@ class DistilledDiffusionLM(DiffusionLM):
         teacher = self.teacher_net
         x0 = teacher.embedding(ids)
         noise = torch.randn_like(x0)
-        sd = self._denoiser(self.net, ids, noise, known_lengths, attributes)
-        td = self._denoiser(teacher, ids, noise, known_lengths, attributes)
+        student_denoiser = self._denoiser(self.net, ids, noise, known_lengths, attributes)
+        teacher_denoiser = self._denoiser(teacher, ids, noise, known_lengths, attributes)
         with torch.no_grad():
             # x_t and its self-conditioning input as sampling makes them: the student's own step
             # from s (at i = 0, s = t: the step is the identity and there is no estimate, zeros)
             x_s = sde.perturb(x0, s, noise)
-            prev = sd(x_s, s)
+            prev = student_denoiser(x_s, s).x0
             x_t = ddim_step(sde, x_s, prev, s, t)
             if self.net.self_condition:
                 prev = torch.where((i == 0)[:, None, None], torch.zeros_like(prev), prev)
-                sd.x0_prev, td.x0_prev = prev, prev
             # the teacher's two steps; its second call self-conditions on its first, as in sampling
-            x_mid = ddim_step(sde, x_t, td(x_t, t), t, t_mid)
-            x_next = ddim_step(sde, x_mid, td(x_mid, t_mid), t_mid, t_next)
+            first = teacher_denoiser(x_t, t, prev)
+            x_mid = ddim_step(sde, x_t, first.x0, t, t_mid)
+            second = teacher_denoiser(x_mid, t_mid, first.x0)
+            x_next = ddim_step(sde, x_mid, second.x0, t_mid, t_next)
             target = distillation_target(sde, x_t, x_next, t, t_next)
-            tokens = td.logits.argmax(-1)  # what rounding "last" would read off the teacher
-        x0_hat = sd.denoise(x_t, t)
+            tokens = second.logits.argmax(-1)  # what rounding "last" would read off the teacher
+        student = student_denoiser(x_t, t, prev)
+        x0_hat = student.x0
         free = (ids != self.pad_id) if known_lengths else torch.ones_like(ids, dtype=torch.bool)
         free = free.to(x0_hat.dtype)
         norm = free.sum(1).clamp(min=1)
         weight = sde.log_snr(t).exp().clamp(min=1.0).to(x0_hat.dtype)  # truncated SNR, max(SNR, 1)
         mse = weight * (((x0_hat - target) ** 2).mean(-1) * free).sum(1) / norm
         last = (i == steps - 1).to(x0_hat.dtype)
-        ce = F.cross_entropy(sd.logits.transpose(1, 2), tokens, reduction="none")
+        ce = F.cross_entropy(student.logits.transpose(1, 2), tokens, reduction="none")
         ce = last * (ce * free).sum(1) / norm
         return mse, ce
 

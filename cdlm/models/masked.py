@@ -12,11 +12,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cdlm.control.constraints import build_constraints
+from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, OptimConfig
 from cdlm.networks import MaskedNetwork, check_hparams
-from cdlm.sampling.masked import SCHEDULES, alpha, generate_masked, nelbo_weight
+from cdlm.sampling.masked import SCHEDULES, alpha, generate, nelbo_weight
+from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 OBJECTIVES = ("mdlm", "llada")
@@ -163,13 +164,13 @@ class MaskedDiffusionLM(DiffusionBase):
         s = self.sampler.replace(**settings)
         return {name: getattr(s, name) for name in s.used()}
 
-    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True, anchors=None,
-                   prefix: str | None = None, suffix: str | None = None, template: str | None = None,
-                   length: int | str | None = None, attributes=None, guidance_scale: float | None = None,
-                   batch_size: int = 256, **settings):
-        """Token ids [N, L] and the NFE (network calls), with the model's sampler settings unless
-        overridden: `settings` are fields of `MaskedSamplerConfig` (method, steps, temperature,
-        block_length, threshold); one its method does not read is an error, as is any other option.
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True,
+                   request: Request | None = None, batch_size: int = 256, **options):
+        """Token ids [N, L] and the NFE (network calls) for a `request`
+        (`cdlm.control.request.Request`), whose fields may also be given as keywords, with the
+        model's sampler settings unless overridden: the other keywords are fields of
+        `MaskedSamplerConfig` (method, steps, temperature, block_length, threshold); one its
+        method does not read is an error, as is any other option.
 
         Control as DiffusionLM's (`cdlm.control.constraints`): `anchors`, `template`, `prefix`,
         `suffix` and `length` (an int, or "data": each sample's drawn from the training texts')
@@ -177,6 +178,7 @@ class MaskedDiffusionLM(DiffusionBase):
         trained with a `condition_column`): one request for all samples or a list of N;
         `guidance_scale` overrides the classifier-free scale (two network calls a step unless 1).
         """
+        request, settings = Request.split(request, options)
         given = {k: v for k, v in settings.items() if v is not None}
         foreign = sorted(set(given) - set(MaskedSamplerConfig.names()))
         if foreign:
@@ -186,26 +188,28 @@ class MaskedDiffusionLM(DiffusionBase):
         unread = [k for k in given if k not in sampler.used()]
         if unread:
             raise ValueError(f"method {sampler.method!r} does not use {', '.join(unread)}")
-        h = self.hparams
-        options = {}
-        if attributes is not None:
-            options["attributes"] = self.attribute_rows(attributes, num_samples)
-            options["guidance_scale"] = self.conditioning.guidance_scale if guidance_scale is None else guidance_scale
-        elif guidance_scale is not None:
-            raise ValueError("guidance_scale guides towards attributes: give attributes too")
-        if length == "data":
-            options["lengths"], options["pad_id"], length = self.data_lengths(num_samples, seed), self.pad_id, None
-        elif length is not None and (isinstance(length, bool) or not isinstance(length, int)):
-            raise ValueError(f'length {length!r} is neither a number of tokens nor "data"')
-        if any(c is not None for c in (anchors, prefix, suffix, template, length)):
-            c = build_constraints(self.tokenizer, h.seq_len, anchors, prefix, suffix, template, length)
-            options.update(known_ids=c.known_ids, logit_bias=c.logit_bias)
+        if request.classifier is not None:
+            raise ValueError("a masked diffusion model cannot take classifier")
+        plan = self.sampling_plan(request, num_samples, seed)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         was_training = self.training
         self.eval()
         try:
-            return generate_masked(self.ema if use_ema else self.net, num_samples, h.seq_len, sampler,
-                                   schedule=h.schedule, generator=generator, batch_size=batch_size,
-                                   **options)
+            return generate(self.ema if use_ema else self.net, self.hparams.schedule, sampler, plan, generator,
+                            batch_size)
         finally:
             self.train(was_training)
+
+    def sampling_plan(self, request: Request, num_samples: int, seed: int | None = None) -> Plan:
+        """The `Plan` of `num_samples` samples for `request`: its known tokens and banned ones,
+        each sample's length ("data": drawn with `seed`), its attribute rows and guidance."""
+        guidance = Guidance()
+        if request.attributes is not None:
+            scale = self.conditioning.guidance_scale if request.guidance_scale is None else request.guidance_scale
+            guidance = Guidance(self.attribute_rows(request.attributes, num_samples), scale)
+        elif request.guidance_scale is not None:
+            raise ValueError("guidance_scale guides towards attributes: give attributes too")
+        lengths = self.data_lengths(num_samples, seed) if request.length == "data" else None
+        c = request.constraints(self.tokenizer, self.hparams.seq_len)
+        return Plan.build(num_samples, self.hparams.seq_len, None if c is None else c.known_ids,
+                          None if c is None else c.logit_bias, lengths, self.pad_id, guidance)

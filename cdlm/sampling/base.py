@@ -1,4 +1,5 @@
-"""What every sampler shares: its output, and the choice of the surest positions."""
+"""What every sampler shares: its output, its random stream, the choice of the surest positions,
+and the loop over chunks of samples."""
 
 from __future__ import annotations
 
@@ -51,27 +52,21 @@ def network_length(known: torch.Tensor | None, pad_id: int) -> int | None:
     return keep if keep < known.shape[1] else None
 
 
-def length_order(num_samples: int, seq_len: int, known_ids: torch.Tensor | None, lengths: torch.Tensor | None,
-                 pad_id: int) -> torch.Tensor | None:
-    """A stable order [num_samples] of the samples by content length (shortest first), so that
-    batches hold samples of similar length; None when every sample has the same."""
-    known = torch.full((num_samples, seq_len), -1, dtype=torch.long)
-    if known_ids is not None:
-        known = known_ids.cpu().expand(num_samples, seq_len).clone()
-    if lengths is not None:
-        known[torch.arange(seq_len)[None] >= lengths.cpu()[:, None]] = pad_id
-    content = content_lengths(known, pad_id)
-    if bool((content == content[0]).all()):
-        return None
-    return torch.sort(content, stable=True).indices
-
-
-def in_order(order: torch.Tensor | None, *rows: torch.Tensor | None) -> list:
-    """Per-sample inputs (rows [num_samples, ...], or None) moved into the samples' places in
-    `order` (None: as they are)."""
-    return [v if order is None or v is None else v[order.to(v.device)] for v in rows]
-
-
-def original_order(ids: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
-    """Rows sampled in `order` back in the order they were asked for."""
-    return ids if order is None else ids[torch.argsort(order).to(ids.device)]
+def in_chunks(plan, batch_size: int, group_lengths: bool, device, sample_chunk) -> Generation:
+    """The samples of `plan` (`cdlm.sampling.plan.Plan`) in chunks of `batch_size`:
+    `sample_chunk(rows)` samples the plan of one chunk, moved to `device`, and returns its ids
+    [n, L] and network calls. With `group_lengths` the samples are first sorted by content
+    length, so that chunks hold samples of similar length (the ids come back in the order
+    asked); nfe is the most calls any chunk made."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = plan.length_order() if group_lengths else None
+    if order is not None:
+        plan = plan.rows(order)
+    chunks, nfe = [], 0
+    for start in range(0, plan.num_samples, batch_size):
+        ids, calls = sample_chunk(plan.rows(slice(start, start + batch_size), device))
+        chunks.append(ids)
+        nfe = max(nfe, calls)
+    ids = torch.cat(chunks)
+    return Generation(ids if order is None else ids[torch.argsort(order).to(ids.device)], nfe)

@@ -24,7 +24,8 @@ import math
 
 import torch
 
-from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
+from cdlm.sampling.base import Generation, in_chunks, most_confident, network_length
+from cdlm.sampling.plan import Plan, guide
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 SCHEDULES = ("log_linear", "cosine")
@@ -53,25 +54,20 @@ def nelbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ one network evaluation
 class MaskedDenoiser:
-    """`denoiser(z) -> log p [B, L, V]` of the clean token at every position of z [B, L],
-    counting network calls in `calls`.
+    """`denoiser(z) -> log p [B, L, V]` of the clean token at every position of z [B, L] for the
+    samples of `plan` (one chunk's rows), counting network calls in `calls`.
 
-    With `attributes` [B, A] the network is conditioned on them; a `guidance_scale` s other than
-    1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
-    renormalised. Then `logit_bias` [L, V] (-inf bans a token at a position) and `pad_banned`
-    [B, L] (no padding before a sample's length) apply.
+    With the plan's attributes [B, A] the network is conditioned on them; a guidance scale s other
+    than 1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
+    renormalised. Then the plan's banned tokens apply (logit bias, padding before a length).
 
     With `network_len` the network sees only the first that many positions, the rest being
     known padding in every row (never unmasked, so their log p is never read; zeros there):
     an approximation, as the network was trained to attend to all of them.
     """
 
-    def __init__(self, net, attributes: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 logit_bias: torch.Tensor | None = None, pad_banned: torch.Tensor | None = None, pad_id: int = 0,
-                 network_len: int | None = None):
-        self.net, self.attributes, self.guidance_scale = net, attributes, guidance_scale
-        self.logit_bias, self.pad_banned, self.pad_id = logit_bias, pad_banned, pad_id
-        self.network_len = network_len
+    def __init__(self, net, plan: Plan, network_len: int | None = None):
+        self.net, self.plan, self.network_len = net, plan, network_len
         self.calls = 0
 
     def _log_p(self, z: torch.Tensor, attributes: torch.Tensor | None) -> torch.Tensor:
@@ -84,19 +80,14 @@ class MaskedDenoiser:
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        a, s = self.attributes, self.guidance_scale
+        a, s = self.plan.guidance.attributes, self.plan.guidance.scale
         if a is None or s == 1.0:
             log_p = self._log_p(z, a)
         elif s == 0.0:  # the unconditional model alone: one call
             log_p = self._log_p(z, torch.zeros_like(a))
         else:
-            cond, uncond = self._log_p(z, a), self._log_p(z, torch.zeros_like(a))
-            log_p = uncond + s * (cond - uncond)
-        if self.logit_bias is not None:
-            log_p = log_p + self.logit_bias
-        if self.pad_banned is not None:
-            log_p[..., self.pad_id] = log_p[..., self.pad_id].masked_fill(self.pad_banned, float("-inf"))
-        return log_p.log_softmax(-1)
+            log_p = guide(self._log_p(z, a), self._log_p(z, torch.zeros_like(a)), s)
+        return self.plan.restrict(log_p).log_softmax(-1)
 
 
 def sample_tokens(log_p: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
@@ -166,68 +157,29 @@ def decode_blocks(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps
 
 
 @torch.no_grad()
-def generate_masked(
-    net,
-    num_samples: int,
-    seq_len: int,
-    sampler: MaskedSamplerConfig,
-    schedule: str = "log_linear",
-    known_ids: torch.Tensor | None = None,
-    logit_bias: torch.Tensor | None = None,
-    lengths: torch.Tensor | None = None,
-    pad_id: int = 0,
-    attributes: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-) -> Generation:
-    """Sample `num_samples` id sequences of length `seq_len` with a `MaskedNetwork` `net`, as
-    `sampler` says, in chunks of `batch_size`.
+def generate(net, schedule: str, sampler: MaskedSamplerConfig, plan: Plan, generator: torch.Generator | None = None,
+             batch_size: int = 256) -> Generation:
+    """Sample the `plan`'s samples (`cdlm.sampling.plan.Plan`: known tokens, never masked;
+    banned tokens; guidance by attributes) with a `MaskedNetwork` `net`, as `sampler` says, in
+    chunks of `batch_size`. `schedule` is the α_t the ancestral sampler steps through.
 
-    `known_ids` ([L] or [num_samples, L], -1 where free) are never masked (anchors, templates,
-    prefixes, padding after an exact length); `logit_bias` [L, V] bans tokens where it is -inf;
-    `lengths` [num_samples] gives each sample its number of tokens: `pad_id` after it, none
-    before; `attributes` [num_samples, A] condition each sample, guided with `guidance_scale`.
-    `schedule` is the α_t the ancestral sampler steps through.
-
-    The settings `trim_padding` and `group_lengths` cut cost as in `cdlm.sampling.continuous.generate_ids`
+    The settings `trim_padding` and `group_lengths` cut cost as in `cdlm.sampling.continuous.generate`
     (off by default; trimming is an approximation, grouping changes which draws a sample gets).
     The random draws keep the full length, so a seed's samples differ under trimming only where
     the network's view of them does.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    device = next(net.parameters()).device
-    order = length_order(num_samples, seq_len, known_ids, lengths, pad_id) if sampler.group_lengths else None
-    if known_ids is not None and known_ids.ndim == 2 and known_ids.shape[0] == num_samples:  # else shared by all
-        known_ids = in_order(order, known_ids)[0]
-    lengths, attributes = in_order(order, lengths, attributes)
-    chunks, nfe = [], 0
-    for start in range(0, num_samples, batch_size):
-        n = min(batch_size, num_samples - start)
-        known = torch.full((n, seq_len), -1, dtype=torch.long, device=device)
-        if known_ids is not None:
-            known = known_ids.to(device).expand(num_samples, seq_len)[start : start + n].clone()
-        pad_banned = None
-        if lengths is not None:
-            after = torch.arange(seq_len, device=device)[None] >= lengths[start : start + n, None].to(device)
-            if (known[after] >= 0).any():
-                raise ValueError("known tokens lie beyond a sampled length")
-            known[after] = pad_id
-            pad_banned = ~after
-        denoiser = MaskedDenoiser(net, None if attributes is None else attributes[start : start + n].to(device),
-                                  guidance_scale, None if logit_bias is None else logit_bias.to(device), pad_banned, pad_id,
-                                  network_length(known, pad_id) if sampler.trim_padding else None)
+    s = sampler
+
+    def sample_chunk(rows: Plan) -> tuple[torch.Tensor, int]:
+        known = rows.known_ids
+        denoiser = MaskedDenoiser(net, rows, network_length(known, rows.pad_id) if s.trim_padding else None)
         z = torch.where(known >= 0, known, torch.full_like(known, net.mask_id))
-        s = sampler
         if s.method == "ancestral":
             z = ancestral(denoiser, z, net.mask_id, s.steps, schedule, s.temperature, generator)
         else:
-            block = seq_len if s.method == "low_confidence" else s.block_length
+            block = rows.seq_len if s.method == "low_confidence" else s.block_length
             z = decode_blocks(denoiser, z, net.mask_id, s.steps, block, s.temperature, generator,
                               s.threshold if s.method == "threshold" else None)
-        chunks.append(z)
-        nfe = max(nfe, denoiser.calls)
-    return Generation(original_order(torch.cat(chunks), order), nfe)
+        return z, denoiser.calls
+
+    return in_chunks(plan, batch_size, s.group_lengths, next(net.parameters()).device, sample_chunk)

@@ -37,13 +37,14 @@ GROUP_HELP = "sort samples by length into batches, so that trim_padding cuts mor
 
 @dataclass(frozen=True)
 class SamplerConfig(Settings):
-    """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate_ids`)."""
+    """How the continuous model turns noise into tokens (see `cdlm.sampling.continuous.generate`)."""
 
     what = "sampler option"
 
     method: str = setting("ddim", "solver; see solvers.available()")
     steps: int = setting(50, "solver steps of the first pass")
-    temperature: float = setting(0.5, "score temperature: softmax(logits / temperature) gives x0")
+    score_temperature: float = setting(0.5, "score temperature τ: x0 = softmax(logits / τ)·E, not a token draw's "
+                                            "(continuous models; --temperature is its old name)")
     clamp_below_t: float = setting(0.0, "snap x0 to the nearest embedding below this t (0: never)")
     rounding: str = setting("logits", "how vectors become tokens: logits, nearest, or last (skips the final call)")
     restarts: int = setting(0, "restart passes after the first solve")
@@ -56,8 +57,14 @@ class SamplerConfig(Settings):
                                                 "the previous x0 (1: off; otherwise two network calls per step)")
     trim_padding: bool = setting(False, TRIM_HELP)
     group_lengths: bool = setting(False, GROUP_HELP)
+    # `temperature` is a token draw's (the masked and autoregressive models); the continuous model's
+    # shapes x0 and draws nothing, and took that name before: accepted, folded into score_temperature
+    temperature: float | None = setting(None, "continuous models: the old name of score_temperature")
 
     def __post_init__(self):
+        if self.temperature is not None:  # the old name: configs, flags and checkpoints that use it still work
+            object.__setattr__(self, "score_temperature", self.temperature)
+            object.__setattr__(self, "temperature", None)
         for name, valid in (("method", solvers.available()), ("rounding", ROUNDINGS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; available: {', '.join(valid)}")
@@ -70,7 +77,7 @@ CUT_CHECKS = {name: (lambda v: isinstance(v, bool), "true or false") for name in
 # field → (test, what it must be); NaN fails every comparison
 _CHECKS = {
     "steps": (lambda v: count(v, 1), "a positive integer"),
-    "temperature": (lambda v: number(v) and v > 0, "a finite number > 0"),
+    "score_temperature": (lambda v: number(v) and v > 0, "a finite number > 0"),
     "clamp_below_t": (lambda v: number(v) and 0 <= v <= 1, "a time in [0, 1]"),
     "restarts": (lambda v: count(v, 0), "a non-negative integer"),
     "restart_log_snr": (number, "a finite number"),

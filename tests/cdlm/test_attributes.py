@@ -5,7 +5,9 @@ import torch
 from cdlm import DiffusionLM, TextDataModule
 from cdlm.control.attributes import AttributeVocab, attribute_accuracy, expressed, parse_attributes, parse_mr
 from cdlm.data import corpus
-from cdlm.sampling.continuous import Denoiser
+from cdlm.sampling.denoiser import Denoiser
+from cdlm.sampling.plan import Guidance, Plan
+from cdlm.sampling.settings import SamplerConfig
 
 
 def test_meaning_representations_in_every_spelling_are_the_same_attributes():
@@ -104,9 +106,8 @@ def test_guidance_scale_interpolates_log_probabilities():
     cond, uncond = logp(attrs), logp(torch.zeros_like(attrs))
     assert not torch.allclose(cond, uncond, atol=1e-3)
     for s, want in ((1.0, cond), (0.0, uncond), (2.5, uncond + 2.5 * (cond - uncond))):
-        d = Denoiser(net, sde, temperature=1.0, self_condition=False, attributes=attrs, guidance_scale=s)
-        d(x, t)
-        assert torch.allclose(d.logits.log_softmax(-1), want.log_softmax(-1), atol=1e-4), s
+        d = Denoiser(net, sde, SamplerConfig(score_temperature=1.0), Plan.build(3, 40, guidance=Guidance(attrs, s)))
+        assert torch.allclose(d(x, t).logits.log_softmax(-1), want.log_softmax(-1), atol=1e-4), s
 
 
 @pytest.mark.slow
@@ -167,17 +168,18 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     net, sde = model.ema.eval(), model.sde
     targets = clf.encode([{"food": "french"}] * 2)
     x, t = torch.randn(2, 40, 8), torch.full((2,), 0.4, dtype=torch.float64)
-    plain = Denoiser(net, sde, self_condition=False)(x, t)
-    guided = Denoiser(net, sde, self_condition=False, classifier=clf, classifier_targets=targets, classifier_scale=3.0)(x, t)
+    one = SamplerConfig(score_temperature=1.0)
+    towards = Guidance(classifier=clf, targets=targets, classifier_scale=3.0)
+    plain = Denoiser(net, sde, one, Plan.build(2, 40))(x, t).x0
+    guided = Denoiser(net, sde, one, Plan.build(2, 40, guidance=towards))(x, t).x0
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(clf.log_prob(xg, sde.log_snr(t).float(), targets).sum(), xg)
     factor = (sde.sigma(t) ** 2 / sde.alpha(t)).float().view(-1, 1, 1)
     assert grad.abs().sum() > 0
     assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
     no_bias = torch.zeros(40, model.tokenizer.get_vocab_size())  # length control recomputes x0: the shift survives
-    plain = Denoiser(net, sde, self_condition=False, logit_bias=no_bias)(x, t)
-    guided = Denoiser(net, sde, self_condition=False, logit_bias=no_bias, classifier=clf, classifier_targets=targets,
-                      classifier_scale=3.0)(x, t)
+    plain = Denoiser(net, sde, one, Plan.build(2, 40, logit_bias=no_bias))(x, t).x0
+    guided = Denoiser(net, sde, one, Plan.build(2, 40, logit_bias=no_bias, guidance=towards))(x, t).x0
     assert torch.allclose(guided - plain, 3.0 * factor * grad, atol=1e-5)
     # it works for a model never trained with attributes, and refuses another model's embeddings
     assert model.sample_ids(2, seed=0, steps=3, attributes={"food": "french"}, classifier=clf).ids.shape == (2, 40)

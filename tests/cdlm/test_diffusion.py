@@ -129,19 +129,23 @@ def test_clean_padding_trains_on_the_text_and_samples_with_clean_padding():
 
 
 def test_commitment_schedule_decides_a_fraction_one_minus_t():
-    from cdlm.sampling.continuous import Denoiser
+    from cdlm.sampling.denoiser import Denoiser, KnownTokens
+    from cdlm.sampling.plan import Plan
+    from cdlm.sampling.settings import SamplerConfig
 
     dm = TextDataModule(num_examples=64, batch_size=8)
     model = tiny_model(dm, training={"clean_context": 1.0})
-    den = Denoiser(model.ema, model.sde, clean_known=True, commit=True)
+    plan = Plan.build(2, 40, clean="all")
+    known = KnownTokens(plan.known_ids, plan.clean)
+    den = Denoiser(model.ema, model.sde, SamplerConfig(score_temperature=1.0, commit=True), plan, known)
     x = torch.randn(2, 40, 8)
-    den(x, torch.full((2,), 0.75))
-    assert ((den.known_ids >= 0).sum(1) == 10).all()
-    first = den.known_ids.clone()
-    den(x, torch.full((2,), 0.0))
-    assert (den.known_ids >= 0).all()
-    assert torch.equal(den.known_ids[first >= 0], first[first >= 0])  # decisions are never revised
-    assert torch.equal(den.logits.argmax(-1), den.known_ids)
+    out = den(x, torch.full((2,), 0.75))
+    assert ((known.ids >= 0).sum(1) == 10).all()
+    first = known.ids.clone()
+    out = den(x, torch.full((2,), 0.0), out.x0)
+    assert (known.ids >= 0).all()
+    assert torch.equal(known.ids[first >= 0], first[first >= 0])  # decisions are never revised
+    assert torch.equal(out.logits.argmax(-1), known.ids)
 
 
 @pytest.mark.parametrize("schedule", ["log_linear", "linear", "cosine", "sqrt"])
@@ -172,7 +176,7 @@ def test_lengths_drawn_from_the_training_data(tmp_path):
 
 
 def test_keep_confident_keeps_the_surest_free_positions():
-    from cdlm.sampling.continuous import keep_confident
+    from cdlm.sampling.denoiser import keep_confident
 
     ids = torch.tensor([[0, 1, 2, 3]])
     probs = torch.tensor([[[0.9, 0.1, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.2, 0.8], [0, 0, 0.3, 0.7]]])

@@ -8,9 +8,10 @@ import torch
 
 from cdlm.checkpoints import load_checkpoint
 from cdlm.networks import MaskedNetwork
-from cdlm.sampling.base import content_lengths, length_order, network_length
-from cdlm.sampling.continuous import Denoiser
-from cdlm.sampling.masked import generate_masked
+from cdlm.sampling.base import content_lengths, network_length
+from cdlm.sampling.denoiser import NetworkCall
+from cdlm.sampling.masked import generate
+from cdlm.sampling.plan import Plan
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -38,16 +39,16 @@ def test_helpers():
     assert content_lengths(known, 0).tolist() == [2, 3, 0]
     assert network_length(known, 0) == 3 and network_length(known[:, :3], 0) is None and network_length(None, 0) is None
     assert network_length(known[2:], 0) == 1  # never an empty sequence
-    order = length_order(3, 4, None, torch.tensor([3, 1, 3]), 0)
+    order = Plan.build(3, 4, lengths=torch.tensor([3, 1, 3]), pad_id=0).length_order()
     assert order.tolist() == [1, 0, 2]  # stable
-    assert length_order(2, 4, None, torch.tensor([2, 2]), 0) is None
+    assert Plan.build(2, 4, lengths=torch.tensor([2, 2]), pad_id=0).length_order() is None
 
 
 @pytest.mark.parametrize("options", [dict(length="data"), dict(length=12, anchors={2: "pub"}),
                                      dict(length="data", self_condition_scale=2.0)])
 def test_skipping_the_unused_x0_is_exact(model, monkeypatch, options):
     fast = [model.sample_ids(4, seed=s, steps=4, **options).ids for s in (0, 1)]
-    monkeypatch.setattr(Denoiser, "skip_unused_x0", False)
+    monkeypatch.setattr(NetworkCall, "skip_unused_x0", False)
     slow = [model.sample_ids(4, seed=s, steps=4, **options).ids for s in (0, 1)]
     assert all(torch.equal(a, b) for a, b in zip(fast, slow))
 
@@ -89,9 +90,9 @@ def test_masked_cuts(method):
     net = MaskedNetwork(vocab_size=12, width=16, depth=1, heads=2, max_len=10).eval()
     lengths = torch.tensor([3, 9, 5, 2, 7, 4])
     sampler = MaskedSamplerConfig(method=method, steps=10, block_length=4)
-    run = lambda batch_size=256, **cuts: generate_masked(net, 6, 10, sampler.replace(**cuts), lengths=lengths,  # noqa: E731
-                                                         pad_id=0, generator=torch.Generator().manual_seed(0),
-                                                         batch_size=batch_size)
+    plan = Plan.build(6, 10, lengths=lengths, pad_id=0)
+    run = lambda batch_size=256, **cuts: generate(net, "log_linear", sampler.replace(**cuts), plan,  # noqa: E731
+                                                  generator=torch.Generator().manual_seed(0), batch_size=batch_size)
     seen, handle = widths(net)
     try:
         grouped = run(trim_padding=True, group_lengths=True, batch_size=3)
@@ -103,10 +104,10 @@ def test_masked_cuts(method):
     trimmed = run(trim_padding=True)
     check_lengths(trimmed.ids, lengths, 0)
     # lengths that fill the sequence: nothing to cut, the same samples
-    full = dict(lengths=torch.full((6,), 10), pad_id=0, batch_size=3)
-    a = generate_masked(net, 6, 10, sampler.replace(trim_padding=True, group_lengths=True),
-                        generator=torch.Generator().manual_seed(1), **full)
-    b = generate_masked(net, 6, 10, sampler, generator=torch.Generator().manual_seed(1), **full)
+    full = Plan.build(6, 10, lengths=torch.full((6,), 10), pad_id=0)
+    a = generate(net, "log_linear", sampler.replace(trim_padding=True, group_lengths=True), full,
+                 generator=torch.Generator().manual_seed(1), batch_size=3)
+    b = generate(net, "log_linear", sampler, full, generator=torch.Generator().manual_seed(1), batch_size=3)
     assert torch.equal(a.ids, b.ids)
 
 

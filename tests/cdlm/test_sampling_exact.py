@@ -1,6 +1,6 @@
 """The continuous samplers against an exact denoiser. For i.i.d. tokens from a known skewed unigram,
 the per-token posterior (`cdlm.networks.PosteriorNetwork`) is the exact x0 denoiser of the data, so
-every solver of `generate_ids`, with restarts and with each rounding, must sample that unigram at
+every solver of `generate`, with restarts and with each rounding, must sample that unigram at
 temperature 1: a chi-square test of the sampled token counts. Lower temperatures must sharpen it."""
 
 import pytest
@@ -10,7 +10,8 @@ from scipy.stats import chisquare
 import solvers
 from cdlm.models.diffusion import make_sde
 from cdlm.networks import PosteriorNetwork, TokenEmbedding
-from cdlm.sampling.continuous import generate_ids
+from cdlm.sampling.continuous import generate
+from cdlm.sampling.plan import Plan
 from cdlm.sampling.settings import SamplerConfig
 
 V, D, L, N = 12, 16, 32, 64  # 2,048 tokens a test
@@ -29,8 +30,8 @@ def exact():
 
 
 def sample_counts(net, sde, seed: int = 0, **settings) -> torch.Tensor:
-    sampler = SamplerConfig(**{"steps": 50, "temperature": 1.0, **settings})
-    gen = generate_ids(net, sde, N, L, sampler, generator=torch.Generator().manual_seed(seed))
+    sampler = SamplerConfig(**{"steps": 50, "score_temperature": 1.0, **settings})
+    gen = generate(net, sde, sampler, Plan.build(N, L), generator=torch.Generator().manual_seed(seed))
     return torch.bincount(gen.ids.reshape(-1), minlength=V).double()
 
 
@@ -62,7 +63,7 @@ def test_restarts_and_each_rounding_keep_the_unigram(exact, rounding, restarts):
 
 def test_a_lower_temperature_sharpens_towards_the_frequent_tokens(exact):
     top = lambda c: float(c[:3].sum() / c.sum())  # noqa: E731  (the three most frequent tokens)
-    assert top(sample_counts(*exact, method="ddim", temperature=0.5)) > top(UNIGRAM) + 0.05
+    assert top(sample_counts(*exact, method="ddim", score_temperature=0.5)) > top(UNIGRAM) + 0.05
 
 
 def test_sampling_noise_is_not_the_stream_that_initialised_the_model():

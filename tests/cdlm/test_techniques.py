@@ -14,7 +14,8 @@ from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM, TextDataModul
 from cdlm.models.base import MuonAdamW, muon_parameters
 from cdlm.models.diffusion import NoiseScaledVPSDE, make_sde
 from cdlm.networks import CLEAN_LOG_SNR
-from cdlm.sampling.continuous import Denoiser
+from cdlm.sampling.denoiser import Denoiser
+from cdlm.sampling.plan import Plan
 from cdlm.sampling.settings import SamplerConfig
 
 
@@ -196,19 +197,22 @@ def test_self_condition_scale_combines_the_two_calls_exactly(dm):
     net = model.net.eval()
     x = torch.randn(2, 40, 8)
     t = torch.full((2,), 0.5, dtype=torch.float64)
-    guided = Denoiser(net, model.sde, temperature=0.7, self_condition_scale=3.0)
-    plain = Denoiser(net, model.sde, temperature=0.7)
-    first = guided(x, t)  # no estimate yet: one plain call
-    assert torch.equal(first, plain(x, t)) and torch.equal(guided.logits, plain.logits)
+    guided = Denoiser(net, model.sde, SamplerConfig(score_temperature=0.7, self_condition_scale=3.0), Plan.build(2, 40))
+    plain = Denoiser(net, model.sde, SamplerConfig(score_temperature=0.7), Plan.build(2, 40))
+    with torch.no_grad():
+        first, plain_first = guided(x, t), plain(x, t)  # no estimate yet: one plain call
+    assert torch.equal(first.x0, plain_first.x0) and torch.equal(first.logits, plain_first.logits)
+    first = first.x0
     x2 = torch.randn(2, 40, 8)
-    guided(x2, t)
+    with torch.no_grad():
+        second = guided(x2, t, first)
     lam = model.sde.log_snr(t).float()
     with torch.no_grad():
         l_sc, _ = net(x2, lam, first, temperature=0.7)
         l_0, _ = net(x2, lam, None, temperature=0.7)
     logits = l_0 + 3.0 * (l_sc - l_0)
-    assert torch.allclose(guided.logits, logits, atol=1e-5)
-    assert torch.allclose(guided.x0_prev, torch.softmax(logits / 0.7, -1) @ net.embedding.table(), atol=1e-5)
+    assert torch.allclose(second.logits, logits, atol=1e-5)
+    assert torch.allclose(second.x0, torch.softmax(logits / 0.7, -1) @ net.embedding.table(), atol=1e-5)
     with pytest.raises(ValueError, match="self_condition_scale must be a finite number"):
         SamplerConfig(self_condition_scale=float("nan"))
 
