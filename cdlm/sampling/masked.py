@@ -20,36 +20,11 @@ The settings are `cdlm.sampling.settings.MaskedSamplerConfig`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from cdlm.models.absorbing import SCHEDULES, alpha, nelbo_weight  # noqa: F401  (their old home was here)
 from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
 from cdlm.sampling.settings import MaskedSamplerConfig
-
-SCHEDULES = ("log_linear", "cosine")
-
-
-# ------------------------------------------------------------------ the absorbing process
-def alpha(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """α_t, the probability that a token is still unmasked at time t ∈ [0, 1] (α_0 = 1, α_1 = 0)."""
-    if schedule == "log_linear":
-        return 1 - t
-    if schedule == "cosine":
-        return torch.cos(0.5 * math.pi * t)
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-
-
-def nelbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """-α'_t / (1 - α_t): the weight of a masked token's cross-entropy at time t in MDLM's
-    continuous-time NELBO (1/t for log_linear)."""
-    if schedule == "log_linear":
-        return 1 / t
-    if schedule == "cosine":
-        half = 0.5 * math.pi * t
-        return 0.5 * math.pi * torch.sin(half) / (1 - torch.cos(half))
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-
 
 # ------------------------------------------------------------------ one network evaluation
 class MaskedDenoiser:

@@ -12,10 +12,11 @@ import torch
 import solvers
 from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM, TextDataModule
 from cdlm.models.base import MuonAdamW, muon_parameters
-from cdlm.models.diffusion import NoiseScaledVPSDE, make_sde
+from cdlm.models.config import make_sde
 from cdlm.networks import CLEAN_LOG_SNR
 from cdlm.sampling.continuous import Denoiser
 from cdlm.sampling.settings import SamplerConfig
+from solvers import NoiseScaledVPSDE
 
 
 @pytest.fixture(scope="module")
