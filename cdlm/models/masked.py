@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.control.constraints import build_constraints
+from cdlm.models.absorbing import alpha, nelbo_weight, schedule_name
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, OptimConfig
 from cdlm.networks import MaskedNetwork, check_hparams
-from cdlm.models.absorbing import alpha, nelbo_weight, schedule_name
 from cdlm.sampling.masked import generate_masked
 from cdlm.sampling.settings import MaskedSamplerConfig
 

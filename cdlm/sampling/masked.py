@@ -26,6 +26,7 @@ from cdlm.models.absorbing import SCHEDULES, alpha, nelbo_weight  # noqa: F401  
 from cdlm.sampling.base import Generation, in_order, length_order, most_confident, network_length, original_order
 from cdlm.sampling.settings import MaskedSamplerConfig
 
+
 # ------------------------------------------------------------------ one network evaluation
 class MaskedDenoiser:
     """`denoiser(z) -> log p [B, L, V]` of the clean token at every position of z [B, L],
