@@ -68,7 +68,13 @@ def multistep_update(x: Tensor, x0s: list[Tensor], lams: list[float], lam_t: flo
     return out
 
 
-@register_stepper("euler", "ode", default_grid="uniform")
+# cosine stands still beyond t_max (about 0.9946), where a grid uniform in t spends its first
+# step: Euler's error there rises from 80 to 160 steps (1.4e-3 to 2.8e-3 on the Gaussian
+# target). Uniform in log-SNR it falls at order 1.
+EULER_GRID = {"cosine": "log_snr", "*": "uniform"}
+
+
+@register_stepper("euler", "ode", default_grid=EULER_GRID)
 class Euler(Stepper):
     """Explicit Euler in t on the PF ODE: the textbook first-order baseline."""
 
