@@ -37,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from cdlm.diagnostics import training_ids
 from cdlm.models.base import LanguageModel, flat_hparams
+from cdlm.private_api import drop_hp_metric_placeholder
 
 # hyperparameters too long or too structured for the HParams table (their size is logged instead)
 _LONG_HPARAMS = ("tokenizer_json", "length_counts", "attributes", "diffusion")
@@ -103,7 +104,7 @@ class Dashboard(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.log_hparams:
             for logger in self._writers(trainer):
-                logger._default_hp_metric = False  # no −1 placeholder: on_train_end logs the real metrics
+                drop_hp_metric_placeholder(logger)  # on_train_end logs the real metrics
         kind = model_kind(pl_module)
         if self.figures and kind in _DEFAULT_METHODS:
             self._check_methods(pl_module, kind)

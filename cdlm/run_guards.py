@@ -29,6 +29,8 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cdlm.private_api import save_last_checkpoint_now
+
 
 class TrainingFault(RuntimeError):
     """The run cannot usefully go on (a non-finite or diverged loss)."""
@@ -137,10 +139,8 @@ class SaveOnStop(Callback):
 
     @staticmethod
     def _save_last(trainer) -> None:
-        for callback in trainer.checkpoint_callbacks:
-            # ModelCheckpoint saves last only at its own intervals: add the steps since then
-            if callback.save_last and callback._last_global_step_saved != trainer.global_step:
-                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+        for callback in trainer.checkpoint_callbacks:  # ModelCheckpoint saves last only at its own intervals
+            save_last_checkpoint_now(callback, trainer)
 
     def _restore_handlers(self) -> None:
         for sig, handler in self._previous.items():

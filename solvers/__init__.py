@@ -25,6 +25,7 @@ from .sde import (
                                VESDE,
                                VPSDE,
                                LogLinearVPSDE,
+                               NoiseScaledVPSDE,
                                SubVPSDE,
                                VPCosineSDE,
                                VPFamilySDE,
@@ -34,7 +35,7 @@ from .sde import (
 )
 
 __all__ = [
-    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "VPSqrtSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "SDES", "sde_from_name",
+    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "VPSqrtSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "NoiseScaledVPSDE", "SDES", "sde_from_name",
     "append_dims", "PREDICTIONS", "x0_to_eps", "eps_to_x0", "x0_to_score", "score_to_x0", "x0_to_v", "v_to_x0",
     "convert", "as_x0_denoiser", "GRIDS", "make_grid", "sample", "available", "method_info", "SampleResult",
     "StepInfo", "NonFiniteError", "log_likelihood",

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .core import Context, Method, register
+from .private_api import torchdiffeq_is_fixed_grid, torchdiffeq_is_runge_kutta, torchdiffeq_methods
 
 Tensor = torch.Tensor
 
@@ -70,33 +71,15 @@ def _finish(ctx: Context, x: Tensor, stats: dict) -> tuple[Tensor, dict]:
 
 
 # ---------------------------------------------------------------- torchdiffeq
-def _torchdiffeq_solvers() -> dict:
-    from torchdiffeq._impl.odeint import SOLVERS  # the registry odeint itself uses
-
-    return SOLVERS
-
-
-def _is_fixed(name: str) -> bool:
-    from torchdiffeq._impl.solvers import FixedGridODESolver
-
-    return issubclass(_torchdiffeq_solvers()[name], FixedGridODESolver)
-
-
-def _is_runge_kutta(name: str) -> bool:
-    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
-
-    return issubclass(_torchdiffeq_solvers()[name], RKAdaptiveStepsizeODESolver)
-
-
 def _run_torchdiffeq(name: str):
     def run(ctx: Context, x: Tensor, **opts):
         from torchdiffeq import odeint
 
         _check_end(ctx)
-        rk = _is_runge_kutta(name)
+        rk = torchdiffeq_is_runge_kutta(name)
         f = StepCountingField(ctx) if rk else PFODEField(ctx)
         stats = {"steps": None}
-        if _is_fixed(name):
+        if torchdiffeq_is_fixed_grid(name):
             step_size = opts.get("step_size")
             if step_size is None:  # step on the sampling grid
                 ts, options = ctx.grid.to(x.device), {}
@@ -118,8 +101,8 @@ def _run_torchdiffeq(name: str):
     return run
 
 
-for _name in _torchdiffeq_solvers():
-    _fixed = _is_fixed(_name)
+for _name in torchdiffeq_methods():
+    _fixed = torchdiffeq_is_fixed_grid(_name)
     register(Method(f"torchdiffeq:{_name}", "ode", _run_torchdiffeq(_name),
                     {"step_size": None} if _fixed else {"rtol": 1e-5, "atol": 1e-5},
                     default_grid="uniform" if _fixed else None, hooks=False, adaptive=not _fixed))

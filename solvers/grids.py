@@ -49,11 +49,13 @@ def karras_snr(sde: SDE, steps: int, t_start: float, t_end: float, rho: float = 
 
     In log-SNR the step density is proportional to exp(lam / rho) (lam = log(alpha/sigma)):
     uniform-in-log-SNR tilted toward the data end, where EDM's grid is tilted toward the noise
-    end. Why for data-prediction (x0) exponential integrators such as dpmpp_2m: their local
-    error is alpha_t times the error of integrating x0 over lam. At low SNR, x0 -> E[x0] for any
-    data, its lam-derivatives fall off like the SNR, and alpha_t -> 0 damps what is left, so the
-    noise end needs the fewest steps; toward the data end x0 still moves and alpha_t -> 1.
-    EDM's rho = 7 is kept (no tuning); rho -> inf gives the log_snr grid back."""
+    end. Why for data-prediction (x0) exponential integrators: their local error is alpha_t
+    times the error of integrating x0 over lam. At low SNR, x0 -> E[x0] for any data, its
+    lam-derivatives fall off like the SNR, and alpha_t -> 0 damps what is left, so the noise end
+    needs the fewest steps; toward the data end x0 still moves and alpha_t -> 1.
+    EDM's rho = 7 is kept (no tuning); rho -> inf gives the log_snr grid back. Check a method's
+    order on it before making it a default: for dpmpp_2m on linear VP, rho = 7 lies near a
+    cancellation of the leading error term (see solvers.ode.DPMPP_2M_GRID)."""
     lam0, lam1 = 0.5 * sde.log_snr(t_start).item(), 0.5 * sde.log_snr(t_end).item()
     if not (math.isfinite(lam0) and math.isfinite(lam1)):
         raise ValueError(f"the karras_snr grid needs a finite log-SNR at both ends; got {2 * lam0} at "

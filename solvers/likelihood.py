@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .core import time_vector
+from .private_api import torchdiffeq_is_fixed_grid, torchdiffeq_methods
 from .sde import SDE
 
 Tensor = torch.Tensor
@@ -44,13 +45,10 @@ def _integrate(f: Callable, y0: Tensor, t0: float, t1: float, method: str, rtol:
     backend, _, name = method.partition(":")
     if backend == "torchdiffeq":
         from torchdiffeq import odeint
-        from torchdiffeq._impl.odeint import SOLVERS
-        from torchdiffeq._impl.solvers import FixedGridODESolver
 
-        if name not in SOLVERS:
-            raise ValueError(f"unknown torchdiffeq method {name!r}; available: {', '.join(SOLVERS)}")
-        fixed = issubclass(SOLVERS[name], FixedGridODESolver)
-        n = steps if fixed else 1
+        if name not in torchdiffeq_methods():
+            raise ValueError(f"unknown torchdiffeq method {name!r}; available: {', '.join(torchdiffeq_methods())}")
+        n = steps if torchdiffeq_is_fixed_grid(name) else 1
         ts = torch.linspace(t0, t1, n + 1, dtype=torch.float64, device=y0.device)
         return odeint(f, y0, ts, method=name, rtol=rtol, atol=atol)[-1]
     if backend == "scipy":

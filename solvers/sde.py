@@ -23,7 +23,7 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 __all__ = [
-    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE",
+    "SDE", "VPFamilySDE", "VPSDE", "VPCosineSDE", "SubVPSDE", "VESDE", "LogLinearVPSDE", "NoiseScaledVPSDE",
     "append_dims", "sde_from_name", "SDES",
 ]
 
@@ -375,11 +375,43 @@ class VESDE(SDE):
         return (-0.5 * _t64(lam) - math.log(self.sigma_min)) / self._log_ratio
 
 
+class NoiseScaledVPSDE(VPFamilySDE):
+    """A VP schedule made `noise_scale` k times noisier at every t: log-SNR lambda(t) - 2 log k.
+
+    ELF's x_t = alpha x0 + k sigma eps has SNR alpha^2 / (k^2 sigma^2); divided by
+    sqrt(alpha^2 + k^2 sigma^2) it is exactly this SDE's x_t. The division, a known function of
+    t, keeps x_t at unit variance, and as the result is another VP SDE every sampler, bound and
+    likelihood holds unchanged. It keeps the base's `name`, so methods' default grids are the
+    base schedule's; `config()` round-trips through `sde_from_name`.
+    """
+
+    def __init__(self, base: VPFamilySDE, noise_scale: float):
+        if not isinstance(base, VPFamilySDE):
+            raise ValueError(f"noise_scale needs a variance-preserving schedule, got {base!r}")
+        if not (math.isfinite(noise_scale) and noise_scale > 0):
+            raise ValueError(f"noise_scale must be a finite number > 0, got {noise_scale}")
+        self.base, self.noise_scale, self.shift = base, float(noise_scale), 2.0 * math.log(noise_scale)
+        self.name, self.t_min_default = base.name, base.t_min_default
+        base_kwargs = {k: v for k, v in base.config().items() if k != "name"}
+        self._kwargs = {**base_kwargs, "noise_scale": noise_scale}
+
+    def _lam(self, t):
+        return self.base.log_snr(t) - self.shift
+
+    def _dlam(self, t):
+        return self.base.d_log_snr(t)
+
+    def t_from_log_snr(self, lam) -> Tensor:
+        return self.base.t_from_log_snr(_t64(lam) + self.shift)
+
+
 SDES: dict[str, type[SDE]] = {c.name: c for c in (VPSDE, VPCosineSDE, VPSqrtSDE, SubVPSDE, VESDE, LogLinearVPSDE)}
 
 
-def sde_from_name(name: str, **kwargs) -> SDE:
-    """Build an SDE from its short name ('vp', 'cosine', 'sqrt', 'subvp', 've', 'loglinear')."""
+def sde_from_name(name: str, noise_scale: float = 1.0, **kwargs) -> SDE:
+    """Build an SDE from its short name ('vp', 'cosine', 'sqrt', 'subvp', 've', 'loglinear');
+    a `noise_scale` other than 1 wraps a VP schedule in `NoiseScaledVPSDE`."""
     if name not in SDES:
         raise ValueError(f"unknown SDE {name!r}; available: {', '.join(SDES)}")
-    return SDES[name](**kwargs)
+    sde = SDES[name](**kwargs)
+    return sde if noise_scale == 1.0 else NoiseScaledVPSDE(sde, noise_scale)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from cdlm.control.attributes import AttributeVocab
 from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
+from cdlm.models.config import make_sde
 from cdlm.networks import NoisyAttributeClassifier
 
 
@@ -59,7 +60,7 @@ class AttributeClassifier(StepModule):
         super().__init__()
         from cdlm.checkpoints import model_name, read_checkpoint
         from cdlm.models.config import DiffusionTraining
-        from cdlm.models.diffusion import DiffusionLM, make_sde
+        from cdlm.models.diffusion import DiffusionLM
 
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")

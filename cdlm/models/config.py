@@ -8,11 +8,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import solvers
 from cdlm.settings import Settings, count, number, setting
 
 OPTIMIZERS = ("adamw", "muon")
-SCHEDULES = ("log_linear", "linear", "cosine", "sqrt")
+# the continuous model's noise schedules are solvers' VP SDEs, under solvers' names
+SCHEDULES = ("loglinear", "vp", "cosine", "sqrt")
+# the names they had before (configs, flags and checkpoints written with them still load)
+SCHEDULE_ALIASES = {"log_linear": "loglinear", "linear": "vp"}
 TIME_SAMPLINGS = ("stratified", "uniform", "warped", "logit_normal")
+
+
+def schedule_name(schedule: str) -> str:
+    """The canonical name of a continuous noise schedule (old names accepted)."""
+    name = SCHEDULE_ALIASES.get(schedule, schedule)
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    return name
+
+
+def make_sde(schedule: str, log_snr_min: float, log_snr_max: float, noise_scale: float = 1.0) -> solvers.SDE:
+    """The training SDE of a continuous model. `loglinear` spends time uniformly over the
+    informative log-SNR window [log_snr_min, log_snr_max] (the other schedules have fixed ends);
+    `noise_scale` k != 1 lowers every log-SNR by 2 log k (`solvers.NoiseScaledVPSDE`)."""
+    name = schedule_name(schedule)
+    window = {"log_snr_min": log_snr_min, "log_snr_max": log_snr_max} if name == "loglinear" else {}
+    return solvers.sde_from_name(name, noise_scale=noise_scale, **window)
 
 
 def _probability(v) -> bool:
@@ -77,10 +98,11 @@ class DiffusionTraining(Settings):
 
     what = "training setting"
 
-    schedule: str = setting("log_linear", "noise schedule: log_linear (log-SNR linear in t from log_snr_max to "
-                                          "log_snr_min), linear (Song et al.'s VP), cosine, or sqrt (Diffusion-LM)")
-    log_snr_min: float = setting(-6.0, "log-SNR at t = 1 (log_linear)")
-    log_snr_max: float = setting(2.0, "log-SNR at t = 0 (log_linear)")
+    schedule: str = setting("loglinear", "noise schedule (solvers' SDE names): loglinear (log-SNR linear in t from "
+                                         "log_snr_max to log_snr_min), vp (Song et al.'s linear beta), cosine, or sqrt "
+                                         "(Diffusion-LM); the old names log_linear and linear are accepted")
+    log_snr_min: float = setting(-6.0, "log-SNR at t = 1 (loglinear)")
+    log_snr_max: float = setting(2.0, "log-SNR at t = 0 (loglinear)")
     noise_scale: float = setting(1.0, "ELF's noise scale k: every log-SNR lowered by 2 log k (1: off)")
     time_sampling: str = setting("stratified", "training times: stratified, uniform, warped (CDCD: by the running "
                                                "loss curve, LangFlow's information-uniform proposal), or "
@@ -101,7 +123,7 @@ class DiffusionTraining(Settings):
     embedding_lr: float | None = setting(None, "learning rate of the embeddings (none: the optimizer's lr)")
 
     def __post_init__(self):
-        _choice(self, "schedule", SCHEDULES)
+        object.__setattr__(self, "schedule", schedule_name(self.schedule))  # frozen: stored under its canonical name
         _choice(self, "time_sampling", TIME_SAMPLINGS)
         self._check({
             "log_snr_min": (number, "a finite number"),

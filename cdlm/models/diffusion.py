@@ -12,56 +12,17 @@ import torch.nn.functional as F
 import solvers
 from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase
-from cdlm.models.config import SCHEDULES, ConditioningConfig, DiffusionTraining, OptimConfig, upgrade_flat_hparams
+from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
 from cdlm.sampling.base import noise_generator
 from cdlm.sampling.continuous import generate
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
+from solvers import NoiseScaledVPSDE
 
-
-class NoiseScaledVPSDE(solvers.VPFamilySDE):
-    """A VP schedule made `noise_scale` k times noisier at every t: log-SNR λ(t) − 2 log k.
-
-    ELF's x_t = α x0 + k σ ε has SNR α²/(k²σ²); divided by √(α² + k²σ²) it is exactly this VP
-    SDE's x_t. The division, a known function of t, is the only difference: it keeps x_t at unit
-    variance, and as the result is another VP SDE the bound, the likelihoods, the output prior
-    and every sampler hold unchanged. The default grids stay the base schedule's (same `name`).
-    """
-
-    def __init__(self, base: solvers.VPFamilySDE, noise_scale: float):
-        if not (math.isfinite(noise_scale) and noise_scale > 0):
-            raise ValueError(f"noise_scale must be a finite number > 0, got {noise_scale}")
-        self.base, self.shift = base, 2.0 * math.log(noise_scale)
-        self.name, self.t_min_default = base.name, base.t_min_default
-        self._kwargs = {**base._kwargs, "noise_scale": noise_scale}
-
-    def _lam(self, t):
-        return self.base._lam(t) - self.shift
-
-    def _dlam(self, t):
-        return self.base._dlam(t)
-
-    def t_from_log_snr(self, lam):
-        return self.base.t_from_log_snr(torch.as_tensor(lam, dtype=torch.float64) + self.shift)
-
-
-def make_sde(schedule: str, log_snr_min: float, log_snr_max: float, noise_scale: float = 1.0):
-    """The training SDE. `log_linear` spends time uniformly over the informative log-SNR window;
-    `noise_scale` k ≠ 1 lowers every log-SNR by 2 log k (`NoiseScaledVPSDE`)."""
-    if schedule == "log_linear":
-        sde = solvers.LogLinearVPSDE(log_snr_min=log_snr_min, log_snr_max=log_snr_max)
-    elif schedule == "linear":
-        sde = solvers.VPSDE()
-    elif schedule == "cosine":
-        sde = solvers.VPCosineSDE()
-    elif schedule == "sqrt":
-        sde = solvers.VPSqrtSDE()
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    return sde if noise_scale == 1.0 else NoiseScaledVPSDE(sde, noise_scale)
-
+# NoiseScaledVPSDE (now in solvers) and make_sde (now in cdlm.models.config) stay importable from here
+__all__ = ["DiffusionLM", "NoiseScaledVPSDE", "make_sde"]
 
 
 class DiffusionLM(DiffusionBase):

@@ -9,14 +9,17 @@ unmasks from all-mask (`cdlm.sampling.masked`).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 from cdlm.control.request import Request
+from cdlm.models.absorbing import alpha, nelbo_weight, schedule_name
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, OptimConfig
 from cdlm.networks import MaskedNetwork, check_hparams
-from cdlm.sampling.masked import SCHEDULES, alpha, generate, nelbo_weight
+from cdlm.sampling.masked import generate
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import MaskedSamplerConfig
 
@@ -36,13 +39,14 @@ class MaskedDiffusionLM(DiffusionBase):
             backbone DiffusionLM and AutoregressiveLM share); no time input.
         loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
         positions: how the network knows where a token is (`cdlm.networks.POSITIONS`), as DiffusionLM's.
-        schedule: α_t, the probability a token is unmasked at time t: "log_linear" (1 - t) or
-            "cosine" (cos(πt/2)). It shapes the mdlm objective's time distribution and the
+        schedule: α_t, the probability a token is unmasked at time t (`cdlm.models.absorbing`):
+            "mask_linear" (1 - t) or "mask_cosine" (cos(πt/2)); the old names "log_linear" and
+            "cosine" are accepted. It shapes the mdlm objective's time distribution and the
             ancestral sampler's steps; the NELBO itself does not depend on it.
         objective: "mdlm": t ~ U(ε, 1) stratified over the batch, tokens masked with
             probability 1 - α_t, masked cross-entropies weighted by -α'_t / (1 - α_t);
             "llada": a masking ratio t ~ U(ε, 1) per sequence, cross-entropies divided by t.
-            Both estimate the same NELBO per token, and coincide for log_linear but for the
+            Both estimate the same NELBO per token, and coincide for mask_linear but for the
             stratification.
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         ema_decay: decay of the EMA weights used for sampling (warmed up as (1+n)/(10+n)).
@@ -74,7 +78,7 @@ class MaskedDiffusionLM(DiffusionBase):
         dropout: float = 0.0,
         loops: int = 1,
         positions: str = "learned",
-        schedule: str = "log_linear",
+        schedule: str = "mask_linear",
         objective: str = "mdlm",
         optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
@@ -86,8 +90,7 @@ class MaskedDiffusionLM(DiffusionBase):
         compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes, optim, conditioning)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+        schedule = schedule_name(schedule)  # stored under its canonical name (old names accepted)
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
         check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network checks its own sizes
@@ -195,7 +198,7 @@ class MaskedDiffusionLM(DiffusionBase):
         was_training = self.training
         self.eval()
         try:
-            return generate(self.ema if use_ema else self.net, self.hparams.schedule, sampler, plan, generator,
+            return generate(self.ema if use_ema else self.net, partial(alpha, self.hparams.schedule), sampler, plan, generator,
                             batch_size)
         finally:
             self.train(was_training)

@@ -20,36 +20,13 @@ The settings are `cdlm.sampling.settings.MaskedSamplerConfig`.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 
 from cdlm.sampling.base import Generation, in_chunks, most_confident, network_length
 from cdlm.sampling.plan import Plan, guide
 from cdlm.sampling.settings import MaskedSamplerConfig
-
-SCHEDULES = ("log_linear", "cosine")
-
-
-# ------------------------------------------------------------------ the absorbing process
-def alpha(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """α_t, the probability that a token is still unmasked at time t ∈ [0, 1] (α_0 = 1, α_1 = 0)."""
-    if schedule == "log_linear":
-        return 1 - t
-    if schedule == "cosine":
-        return torch.cos(0.5 * math.pi * t)
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-
-
-def nelbo_weight(schedule: str, t: torch.Tensor) -> torch.Tensor:
-    """-α'_t / (1 - α_t): the weight of a masked token's cross-entropy at time t in MDLM's
-    continuous-time NELBO (1/t for log_linear)."""
-    if schedule == "log_linear":
-        return 1 / t
-    if schedule == "cosine":
-        half = 0.5 * math.pi * t
-        return 0.5 * math.pi * torch.sin(half) / (1 - torch.cos(half))
-    raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
 # ------------------------------------------------------------------ one network evaluation
@@ -103,11 +80,12 @@ def sample_tokens(log_p: torch.Tensor, temperature: float, generator: torch.Gene
 
 
 # ------------------------------------------------------------------ the samplers
-def ancestral(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps: int, schedule: str,
+def ancestral(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps: int, alpha: Callable,
               temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MDLM's ancestral sampler with caching (see the module); z [B, L] holds `mask_id` where free."""
+    """MDLM's ancestral sampler with caching (see the module); z [B, L] holds `mask_id` where free;
+    `alpha(t)` is the process's probability that a token is still unmasked at time t."""
     times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    unmask_p = (alpha(schedule, times[1:]) - alpha(schedule, times[:-1])) / (1 - alpha(schedule, times[:-1]))
+    unmask_p = (alpha(times[1:]) - alpha(times[:-1])) / (1 - alpha(times[:-1]))
     log_p = None
     for p in unmask_p.tolist():  # the last step (s = 0) unmasks everything left: p = 1
         masked = z == mask_id
@@ -157,11 +135,11 @@ def decode_blocks(denoiser: MaskedDenoiser, z: torch.Tensor, mask_id: int, steps
 
 
 @torch.no_grad()
-def generate(net, schedule: str, sampler: MaskedSamplerConfig, plan: Plan, generator: torch.Generator | None = None,
+def generate(net, alpha: Callable, sampler: MaskedSamplerConfig, plan: Plan, generator: torch.Generator | None = None,
              batch_size: int = 256) -> Generation:
     """Sample the `plan`'s samples (`cdlm.sampling.plan.Plan`: known tokens, never masked;
     banned tokens; guidance by attributes) with a `MaskedNetwork` `net`, as `sampler` says, in
-    chunks of `batch_size`. `schedule` is the α_t the ancestral sampler steps through.
+    chunks of `batch_size`. `alpha(t)` is the process's α_t, which the ancestral sampler steps through.
 
     The settings `trim_padding` and `group_lengths` cut cost as in `cdlm.sampling.continuous.generate`
     (off by default; trimming is an approximation, grouping changes which draws a sample gets).
@@ -175,7 +153,7 @@ def generate(net, schedule: str, sampler: MaskedSamplerConfig, plan: Plan, gener
         denoiser = MaskedDenoiser(net, rows, network_length(known, rows.pad_id) if s.trim_padding else None)
         z = torch.where(known >= 0, known, torch.full_like(known, net.mask_id))
         if s.method == "ancestral":
-            z = ancestral(denoiser, z, net.mask_id, s.steps, schedule, s.temperature, generator)
+            z = ancestral(denoiser, z, net.mask_id, s.steps, alpha, s.temperature, generator)
         else:
             block = rows.seq_len if s.method == "low_confidence" else s.block_length
             z = decode_blocks(denoiser, z, net.mask_id, s.steps, block, s.temperature, generator,

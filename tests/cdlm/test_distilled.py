@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import solvers
-from cdlm.models.diffusion import make_sde
+from cdlm.models.config import make_sde
 from cdlm.models.distilled import DistillationConfig, DistilledDiffusionLM, ddim_grid, ddim_step, distillation_target
 from tests.cdlm.conftest import fails
 

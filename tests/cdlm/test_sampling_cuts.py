@@ -1,12 +1,14 @@
 """The sampling cost cuts: the skipped x0 is exact; trimming padding and grouping by length
 are opt-in (they change samples) and keep every sample's length and place."""
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
 from cdlm.checkpoints import load_checkpoint
+from cdlm.models.absorbing import alpha
 from cdlm.networks import MaskedNetwork
 from cdlm.sampling.base import content_lengths, network_length
 from cdlm.sampling.denoiser import NetworkCall
@@ -15,6 +17,8 @@ from cdlm.sampling.plan import Plan
 from cdlm.sampling.settings import MaskedSamplerConfig
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+LINEAR = partial(alpha, "mask_linear")  # the masked process the samplers step through
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +95,7 @@ def test_masked_cuts(method):
     lengths = torch.tensor([3, 9, 5, 2, 7, 4])
     sampler = MaskedSamplerConfig(method=method, steps=10, block_length=4)
     plan = Plan.build(6, 10, lengths=lengths, pad_id=0)
-    run = lambda batch_size=256, **cuts: generate(net, "log_linear", sampler.replace(**cuts), plan,  # noqa: E731
+    run = lambda batch_size=256, **cuts: generate(net, LINEAR, sampler.replace(**cuts), plan,  # noqa: E731
                                                   generator=torch.Generator().manual_seed(0), batch_size=batch_size)
     seen, handle = widths(net)
     try:
@@ -105,9 +109,9 @@ def test_masked_cuts(method):
     check_lengths(trimmed.ids, lengths, 0)
     # lengths that fill the sequence: nothing to cut, the same samples
     full = Plan.build(6, 10, lengths=torch.full((6,), 10), pad_id=0)
-    a = generate(net, "log_linear", sampler.replace(trim_padding=True, group_lengths=True), full,
+    a = generate(net, LINEAR, sampler.replace(trim_padding=True, group_lengths=True), full,
                  generator=torch.Generator().manual_seed(1), batch_size=3)
-    b = generate(net, "log_linear", sampler, full, generator=torch.Generator().manual_seed(1), batch_size=3)
+    b = generate(net, LINEAR, sampler, full, generator=torch.Generator().manual_seed(1), batch_size=3)
     assert torch.equal(a.ids, b.ids)
 
 

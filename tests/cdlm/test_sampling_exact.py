@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 
 import solvers
-from cdlm.models.diffusion import make_sde
+from cdlm.models.config import make_sde
 from cdlm.networks import PosteriorNetwork, TokenEmbedding
 from cdlm.sampling.continuous import generate
 from cdlm.sampling.plan import Plan

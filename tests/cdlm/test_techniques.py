@@ -12,11 +12,12 @@ import torch
 import solvers
 from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM, TextDataModule
 from cdlm.models.base import MuonAdamW, muon_parameters
-from cdlm.models.diffusion import NoiseScaledVPSDE, make_sde
+from cdlm.models.config import make_sde
 from cdlm.networks import CLEAN_LOG_SNR
 from cdlm.sampling.denoiser import Denoiser
 from cdlm.sampling.plan import Plan
 from cdlm.sampling.settings import SamplerConfig
+from solvers import NoiseScaledVPSDE
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,45 @@ def test_append_dims_and_registry():
     with pytest.raises(ValueError, match="log_snr_min"):
         LogLinearVPSDE(2.0, -6.0)
     assert set(solvers.SDES) == {"vp", "cosine", "sqrt", "subvp", "ve", "loglinear"}
+
+
+# ------------------------------------------------------------------------------ noise scale
+@pytest.mark.parametrize("sde", VP_FAMILY, ids=ids)
+def test_noise_scale_one_is_the_plain_schedule(sde):
+    assert type(sde_from_name(**sde.config(), noise_scale=1.0)) is type(sde)
+    scaled = solvers.NoiseScaledVPSDE(sde, 1.0)
+    t = T.clamp(max=0.99 * getattr(sde, "t_max", 1.0))
+    for name in ("alpha", "sigma", "log_snr", "d_log_snr", "g2", "beta"):
+        torch.testing.assert_close(getattr(scaled, name)(t), getattr(sde, name)(t), rtol=0, atol=1e-12, msg=name)
+    assert scaled.name == sde.name and scaled.t_min_default == sde.t_min_default
+
+
+@pytest.mark.parametrize("sde", VP_FAMILY, ids=ids)
+def test_noise_scale_gives_the_exact_noisier_marginal(sde):
+    """x_t = alpha x0 + k sigma eps, divided by sqrt(alpha^2 + k^2 sigma^2): still variance preserving,
+    its log-SNR lowered by 2 log k, with the base's derivatives, inverse and a config that round-trips."""
+    k = 3.0
+    scaled = solvers.NoiseScaledVPSDE(sde, k)
+    t = T.clamp(max=0.99 * getattr(sde, "t_max", 1.0))
+    a, s = sde.alpha(t), sde.sigma(t)
+    norm = torch.sqrt(a**2 + (k * s) ** 2)
+    torch.testing.assert_close(scaled.alpha(t), a / norm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scaled.sigma(t), k * s / norm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scaled.log_snr(t), sde.log_snr(t) - 2 * math.log(k))
+    torch.testing.assert_close(scaled.d_log_snr(t), sde.d_log_snr(t))
+    torch.testing.assert_close(scaled.t_from_log_snr(scaled.log_snr(t)), t, rtol=0, atol=1e-9)
+    again = sde_from_name(**scaled.config())
+    assert isinstance(again, solvers.NoiseScaledVPSDE) and again.config() == scaled.config()
+    torch.testing.assert_close(again.alpha(t), scaled.alpha(t), rtol=0, atol=0)
+    # the perturbation kernel's moments are the marginal's
+    x0 = torch.full((20000, 1), 0.7, dtype=torch.float64)
+    xt = scaled.perturb(x0, 0.5, generator=torch.Generator().manual_seed(0))
+    assert abs(xt.mean().item() - 0.7 * scaled.alpha(0.5).item()) < 0.02
+    assert abs(xt.std().item() - scaled.sigma(0.5).item()) < 0.02
+
+
+def test_noise_scale_rejects_bad_values():
+    with pytest.raises(ValueError, match="noise_scale must be a finite number > 0, got 0.0"):
+        solvers.NoiseScaledVPSDE(VPSDE(), 0.0)
+    with pytest.raises(ValueError, match="variance-preserving"):
+        solvers.NoiseScaledVPSDE(VESDE(), 2.0)
