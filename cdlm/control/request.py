@@ -58,12 +58,12 @@ class Request:
 
     def constraints(self, tokenizer, seq_len: int) -> Constraints | None:
         """The known tokens every sample must hold, or None when nothing is fixed."""
-        if not (self.anchors or self.template or self.prefix or self.suffix or self.exact_length is not None):
+        if not (self.anchors or self.template is not None or self.prefix or self.suffix or self.exact_length is not None):
             return None
         return build_constraints(tokenizer, seq_len, self.anchors, self.prefix, self.suffix, self.template,
                                  self.exact_length)
 
     def beyond_prefix(self) -> bool:
         """Asks what a left-to-right model can only meet by rejection."""
-        return bool(self.anchors or self.template or self.suffix or self.exact_length is not None
+        return bool(self.anchors or self.template is not None or self.suffix or self.exact_length is not None
                     or self.attributes is not None)
