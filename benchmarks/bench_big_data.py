@@ -124,7 +124,7 @@ def main() -> None:
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     cmd = [sys.executable, "-m", "cdlm.cli", "fit", "--model=cdlm.AutoregressiveLM", f"--data.dataset={path}",
            "--data.packing=true", f"--data.loading.num_proc={args.num_proc}", f"--data.loading.cache_dir={folder / 'tokens'}",
-           "--data.batch_size=16", "--model.width=64", "--model.depth=2", "--model.heads=2", "--model.optim.warmup_steps=5",
+           "--data.batch_size=16", "--model.network.width=64", "--model.network.depth=2", "--model.network.heads=2", "--model.optim.warmup_steps=5",
            "--model.val_samples=0", f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=2",
            f"--trainer.val_check_interval={args.steps}", "--trainer.check_val_every_n_epoch=null",
            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",

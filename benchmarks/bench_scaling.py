@@ -149,7 +149,7 @@ def main() -> None:
                    help="multiples of the AR quickstart's training compute, comma-separated")
     p.add_argument("--models", default="continuous,masked,ar")
     p.add_argument("--recipe", action="append", default=[], metavar="NAME:ARGS",
-                   help='a continuous-model line with extra fit arguments, e.g. "prior:--model.output_prior=1.0"')
+                   help='a continuous-model line with extra fit arguments, e.g. "prior:--model.network.output_prior=1.0"')
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
     p.add_argument("--base_steps", type=int, default=4500, help="AR steps that make 1x")
     p.add_argument("--batch_size", type=int, default=64, help="the quickstart's batch (a recipe may set --data.batch_size)")

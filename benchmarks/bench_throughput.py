@@ -96,14 +96,15 @@ def tokenizer_json() -> str:
 def build(kind: str, tok: str, a, seq_len: int, compiled: bool, device: str):
     from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
 
-    common = dict(tokenizer_json=tok, seq_len=seq_len, width=a.width, depth=a.depth, heads=a.heads, val_samples=0)
+    shape = {"width": a.width, "depth": a.depth, "heads": a.heads}
+    common = dict(tokenizer_json=tok, seq_len=seq_len, val_samples=0)
     if kind == "ar":
-        model = AutoregressiveLM(**common, compile=compiled)
+        model = AutoregressiveLM(**common, network=shape, compile=compiled)
     elif kind in ("continuous", "continuous_sc"):
-        model = DiffusionLM(**common, embed_dim=a.embed_dim, training={"self_condition": 0.5 if kind == "continuous_sc" else 0.0},
+        model = DiffusionLM(**common, network={**shape, "embed_dim": a.embed_dim}, training={"self_condition": 0.5 if kind == "continuous_sc" else 0.0},
                             sampler=QUICKSTART)
     else:
-        model = MaskedDiffusionLM(**common)
+        model = MaskedDiffusionLM(**common, network=shape)
     if compiled and not getattr(model, "compiles", False):
         # models whose signature has no `compile` yet: the same in-place nn.Module.compile
         for name in model.COMPILED_NETWORKS:
@@ -114,9 +115,9 @@ def build(kind: str, tok: str, a, seq_len: int, compiled: bool, device: str):
 
 def matmul_params(kind: str, model) -> int:
     """N: the weights one token meets in matmuls (per-sequence conditioning layers excluded)."""
-    h = model.hparams
+    h = model.network
     W, V = h.width, model.tokenizer.get_vocab_size()
-    n = h.depth * h.get("loops", 1) * 12 * W * W + V * W  # blocks (each pass of a looped stack) + output projection
+    n = h.depth * h.loops * 12 * W * W + V * W  # blocks (each pass of a looped stack) + output projection
     if kind.startswith("continuous"):
         d = h.embed_dim
         n += (2 * d if model.training_config.self_condition > 0 else d) * W + V * d  # input layer, x0 = softmax·E
@@ -124,8 +125,8 @@ def matmul_params(kind: str, model) -> int:
 
 
 def train_flops_per_token(kind: str, model, seq_len: int) -> float:
-    h = model.hparams
-    n, attn = matmul_params(kind, model), h.depth * h.get("loops", 1) * h.width * seq_len
+    h = model.network
+    n, attn = matmul_params(kind, model), h.depth * h.loops * h.width * seq_len
     flops = 6 * n + 12 * attn
     if kind == "continuous_sc":
         flops += model.training_config.self_condition * (2 * n + 4 * attn)

@@ -5,10 +5,13 @@ baseline (causal), plus the learned token embedding."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cdlm.settings import Settings, setting
 
 CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
 
@@ -40,6 +43,50 @@ def check_hparams(**values) -> None:
         ok, must_be = _VALID[name]
         if not ok(value):
             raise ValueError(f"{name} must be {must_be}, got {value}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig(Settings):
+    """The transformer's shape, one group for every model (`--model.network.width 64`, YAML
+    `network: {width: 64}`): what `Backbone` is built from."""
+
+    what = "network setting"
+
+    width: int = setting(128, "hidden width of the transformer")
+    depth: int = setting(4, "transformer blocks")
+    heads: int = setting(4, "attention heads (width must be divisible by them)")
+    dropout: float = setting(0.0, "dropout inside the blocks")
+    loops: int = setting(1, "run the blocks this many times with tied weights (a looped transformer)")
+    positions: str = setting("learned", "how the network knows where a token is: learned, alibi (attention biased "
+                                        "by distance), learned_alibi, or rotary")
+
+    def __post_init__(self):
+        check_hparams(width=self.width, depth=self.depth, heads=self.heads, dropout=self.dropout, loops=self.loops,
+                      positions=self.positions)
+        if self.width % self.heads:
+            raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
+        if self.positions == "rotary" and (self.width // self.heads) % 2:
+            raise ValueError(f"positions=rotary needs an even head size, got width/heads = {self.width // self.heads}")
+
+
+@dataclass(frozen=True)
+class ScoreNetworkConfig(NetworkConfig):
+    """The continuous model's network: the backbone's shape, plus the embedding it diffuses in and
+    how its output is read (`ScoreNetwork`)."""
+
+    embed_dim: int = setting(16, "token embedding dimension d (the space the diffusion runs in)")
+    normalize_embeddings: bool = setting(True, "keep every embedding at norm sqrt(d)")
+    interpolate: bool = setting(True, "x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head")
+    output_prior: float = setting(0.0, "weight of the closed-form skip logits c·x_t·Eᵀ (Plaid, LangFlow) added to the "
+                                       "network's logits (0: off)")
+    posterior_input: bool = setting(False, "also read the closed-form per-token posterior p(token | x_t) (BFN's input)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_hparams(embed_dim=self.embed_dim)
+        if not (isinstance(self.output_prior, (int, float)) and math.isfinite(self.output_prior)
+                and self.output_prior >= 0):
+            raise ValueError(f"output_prior must be a finite number >= 0, got {self.output_prior}")
 
 
 def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
@@ -145,21 +192,16 @@ class Backbone(nn.Module):
     Saunshi et al. 2025, Ouro), so the compute of depth x loops layers for the parameters of
     `depth`; each pass is a layer of its own for the key/value cache."""
 
-    def __init__(self, width: int, depth: int, heads: int, max_len: int, dropout: float, conditioned: bool,
-                 loops: int = 1, positions: str = "learned"):
+    def __init__(self, network: NetworkConfig, max_len: int, conditioned: bool):
         super().__init__()
-        check_hparams(width=width, depth=depth, heads=heads, seq_len=max_len, dropout=dropout, loops=loops,
-                      positions=positions)
-        self.loops, self.max_len, self.positions = loops, max_len, positions
-        if width % heads:
-            raise ValueError(f"width={width} is not divisible by heads={heads}")
-        if positions == "rotary" and (width // heads) % 2:
-            raise ValueError(f"positions=rotary needs an even head size, got width/heads = {width // heads}")
+        check_hparams(seq_len=max_len)  # the config checked its own fields
+        width, heads, positions = network.width, network.heads, network.positions
+        self.loops, self.max_len, self.positions = network.loops, max_len, positions
         self.head_dim = width // heads
         self.position = nn.Parameter(torch.randn(max_len, width) * 0.02) if "learned" in positions else None
         # not saved: a function of `heads` (checkpoints stay as they were)
         self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
-        self.blocks = nn.ModuleList(Block(width, heads, dropout, conditioned) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, network.dropout, conditioned) for _ in range(network.depth))
         self.norm = nn.LayerNorm(width)
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor | None = None, causal: bool = False,
@@ -276,40 +318,23 @@ class ScoreNetwork(nn.Module):
     to it instead of the whole answer. `forward(prior_weight=...)` overrides w (a training ramp).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int,
-        width: int,
-        depth: int,
-        heads: int,
-        max_len: int,
-        dropout: float = 0.0,
-        normalize_embeddings: bool = True,
-        interpolate: bool = True,
-        self_condition: bool = True,
-        num_attributes: int = 0,
-        loops: int = 1,
-        output_prior: float = 0.0,
-        positions: str = "learned",
-        posterior_input: bool = False,
-    ):
+    def __init__(self, vocab_size: int, max_len: int, network: ScoreNetworkConfig, self_condition: bool = True,
+                 num_attributes: int = 0):
         super().__init__()
-        check_hparams(embed_dim=embed_dim, width=width)  # the layers before the backbone need them
-        self.output_prior = float(output_prior)  # a constant: compiled graphs specialise on it once
-        self.embedding = TokenEmbedding(vocab_size, embed_dim, normalize_embeddings)
+        embed_dim, width = network.embed_dim, network.width
+        self.output_prior = float(network.output_prior)  # a constant: compiled graphs specialise on it once
+        self.embedding = TokenEmbedding(vocab_size, embed_dim, network.normalize_embeddings)
         self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
-        self.interpolate, self.self_condition = interpolate, self_condition
+        self.interpolate, self.self_condition = network.interpolate, self_condition
         self.inp = nn.Linear(embed_dim * (2 if self_condition else 1), width)
         self.posterior_input = None
-        if posterior_input:
+        if network.posterior_input:
             # at the scale of inp(x_t) (about 0.5 a coordinate), so neither input drowns the other
             self.posterior_input = nn.Parameter(torch.randn(vocab_size, width) * 0.5)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=True, loops=loops,
-                                 positions=positions)
+        self.backbone = Backbone(network, max_len, conditioned=True)
         self.head = nn.Linear(width, vocab_size)
-        self.x0_head = None if interpolate else nn.Linear(width, embed_dim)
+        self.x0_head = None if network.interpolate else nn.Linear(width, embed_dim)
 
     def forward(
         self,
@@ -406,15 +431,13 @@ class MaskedNetwork(nn.Module):
     `ScoreNetwork`; all zeros (or None) is the unconditional model.
     """
 
-    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
-                 num_attributes: int = 0, loops: int = 1, positions: str = "learned"):
+    def __init__(self, vocab_size: int, max_len: int, network: NetworkConfig, num_attributes: int = 0):
         super().__init__()
         self.vocab_size, self.mask_id = vocab_size, vocab_size
-        self.embedding = nn.Embedding(vocab_size + 1, width)
+        self.embedding = nn.Embedding(vocab_size + 1, network.width)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.attribute = nn.Linear(num_attributes, width, bias=False) if num_attributes else None
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=num_attributes > 0, loops=loops,
-                                 positions=positions)
+        self.attribute = nn.Linear(num_attributes, network.width, bias=False) if num_attributes else None
+        self.backbone = Backbone(network, max_len, conditioned=num_attributes > 0)
 
     def forward(self, z: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embedding(z)
@@ -434,7 +457,7 @@ class NoisyAttributeClassifier(nn.Module):
         super().__init__()
         self.inp = nn.Linear(embed_dim, width)
         self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.backbone = Backbone(width, depth, heads, max_len, 0.0, conditioned=True)
+        self.backbone = Backbone(NetworkConfig(width=width, depth=depth, heads=heads), max_len, conditioned=True)
         self.head = nn.Linear(width, num_attributes)
 
     def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
@@ -446,13 +469,11 @@ class NoisyAttributeClassifier(nn.Module):
 class CausalLM(nn.Module):
     """The autoregressive baseline: the same backbone with a causal mask, tied embeddings."""
 
-    def __init__(self, vocab_size: int, width: int, depth: int, heads: int, max_len: int, dropout: float = 0.0,
-                 loops: int = 1, positions: str = "learned"):
+    def __init__(self, vocab_size: int, max_len: int, network: NetworkConfig):
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, width)
+        self.embedding = nn.Embedding(vocab_size, network.width)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.backbone = Backbone(width, depth, heads, max_len, dropout, conditioned=False, loops=loops,
-                                 positions=positions)
+        self.backbone = Backbone(network, max_len, conditioned=False)
 
     def new_cache(self) -> KVCache:
         """An empty `KVCache` for `forward(ids, cache=...)`, sized for the longest sequence."""

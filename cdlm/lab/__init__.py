@@ -99,10 +99,10 @@ def main(argv: list[str] | None = None) -> str:
 
 def model_args(a, model: str) -> list[str]:
     """The `cdlm fit` arguments every run of `model` gets from the common flags."""
-    args = [f"--model.width={a.width}"] if a.width else []
-    args += [f"--model.depth={a.depth}"] if a.depth else []
+    args = [f"--model.network.width={a.width}"] if a.width else []
+    args += [f"--model.network.depth={a.depth}"] if a.depth else []
     if a.width and a.width < 128:
-        args.append(f"--model.heads={max(1, a.width // 32)}")
+        args.append(f"--model.network.heads={max(1, a.width // 32)}")
     return args + [spec.split(":", 1)[1] for spec in a.fit_arg if spec.startswith(f"{model}:")]
 
 

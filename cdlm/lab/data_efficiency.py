@@ -55,7 +55,7 @@ def run(a) -> str:
 
     sizes = [int(s) for s in str(a.sizes).split(",")]
     val_texts = [t for t, _ in corpus.generate(VAL_SENTENCES, seed=a.seed + 1)]
-    lines = {"ar": ("ar", []), "ar_dropout": ("ar", [f"--model.dropout={a.ar_dropout}"]),
+    lines = {"ar": ("ar", []), "ar_dropout": ("ar", [f"--model.network.dropout={a.ar_dropout}"]),
              "masked": ("masked", []), "continuous": ("continuous", [])}
     lines = {name: v for name, v in lines.items() if v[0] in a.models}
     runs = []

@@ -31,9 +31,9 @@ def run(a) -> str:
     depth = a.depth or 2
     world = build_world(seed=a.seed, train_hops=2)
     data = facts_data(a, a.out, world)
-    variants = {"base": [f"--model.depth={depth}"],
-                "looped": [f"--model.depth={depth}", f"--model.loops={a.loops}"],
-                "deep": [f"--model.depth={depth * a.loops}"]}
+    variants = {"base": [f"--model.network.depth={depth}"],
+                "looped": [f"--model.network.depth={depth}", f"--model.network.loops={a.loops}"],
+                "deep": [f"--model.network.depth={depth * a.loops}"]}
     runs = runs_for(a, data, variants)
     logs = until_criterion(a, world, runs)
     spent = budget(a, 3000)

@@ -14,7 +14,7 @@ from cdlm.control.request import Request
 from cdlm.data.tokenizer import encode
 from cdlm.models.base import LanguageModel
 from cdlm.models.config import OptimConfig
-from cdlm.networks import CausalLM, check_hparams
+from cdlm.networks import CausalLM, NetworkConfig, check_hparams
 from cdlm.sampling.base import Generation
 
 
@@ -24,10 +24,9 @@ class AutoregressiveLM(LanguageModel):
     Args:
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
-        width, depth, heads, dropout: the transformer (same backbone as DiffusionLM's).
-        loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
-        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`), as DiffusionLM's;
-            the key/value cache is exact for each.
+        network: the transformer's shape (`cdlm.networks.NetworkConfig`: width, depth, heads,
+            dropout, loops, positions), the backbone DiffusionLM's shares; the key/value cache is
+            exact for every kind of positions.
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
@@ -39,18 +38,14 @@ class AutoregressiveLM(LanguageModel):
             (benchmarks/bench_throughput.py) and costs 15-30 s of compilation per run.
     """
 
+    GROUPS = {"network": NetworkConfig, "optim": OptimConfig}
     kind = "autoregressive"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
 
     def __init__(
         self,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        width: int = 128,
-        depth: int = 4,
-        heads: int = 4,
-        dropout: float = 0.0,
-        loops: int = 1,
-        positions: str = "learned",
+        network: NetworkConfig | None = None,
         optim: OptimConfig | None = None,
         sample_temperature: float = 1.0,
         val_samples: int = 64,
@@ -58,10 +53,11 @@ class AutoregressiveLM(LanguageModel):
         compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes, optim)
-        check_hparams(seq_len=seq_len)  # the network checks its own sizes
+        self.network = NetworkConfig.of(network)
+        check_hparams(seq_len=seq_len)  # the network's config checked its own fields
         self.save_hyperparameters()
-        self.store_groups()
-        self.net = CausalLM(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout, loops, positions)
+        self.store_groups(network=self.network)
+        self.net = CausalLM(self.tokenizer.get_vocab_size(), seq_len, self.network)
 
     def shifted(self, ids: torch.Tensor) -> torch.Tensor:
         start = torch.full_like(ids[:, :1], self.pad_id)

@@ -117,7 +117,7 @@ class StepModule(L.LightningModule):
     checkpoints record their model's registry name (`cdlm.checkpoints`), and a resumed run
     checks the checkpoint against the model it was built as, then applies changed settings."""
 
-    GROUPS: tuple[str, ...] = ()  # the hyperparameter groups the constructor takes (`cdlm.models.config`)
+    GROUPS: dict = {}  # {name: settings class} of the hyperparameter groups the constructor takes
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict) -> dict:
@@ -228,7 +228,7 @@ class LanguageModel(StepModule):
     `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
-    GROUPS = ("optim",)
+    GROUPS = {"optim": OptimConfig}
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):
         super().__init__()
@@ -240,11 +240,9 @@ class LanguageModel(StepModule):
         self.attribute_vocab = AttributeVocab(attributes) if attributes else None
 
     def store_groups(self, **groups) -> None:
-        """After `save_hyperparameters`: the groups as plain values, so that checkpoints load with
-        weights_only (`self.optim` and the like are the validated objects)."""
-        for name in self.GROUPS:
-            self.hparams[name] = getattr(self, name).as_dict()
-        for name, config in groups.items():
+        """After `save_hyperparameters`: the optimizer's group and `groups` as plain values, so that
+        checkpoints load with weights_only (`self.optim` and the like are the validated objects)."""
+        for name, config in {"optim": self.optim, **groups}.items():
             self.hparams[name] = config.as_dict()
 
     # the networks that `--model.compile` compiles when assigned (EMA included)
@@ -325,7 +323,7 @@ class DiffusionBase(LanguageModel):
     classifier-free guidance needs). Subclasses build `self.net`, then call `init_ema()`, and
     declare the hyperparameters used here: ema_decay, length_counts, conditioning."""
 
-    GROUPS = ("optim", "conditioning")
+    GROUPS = {"optim": OptimConfig, "conditioning": ConditioningConfig}
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None,
                  optim: OptimConfig | None = None, conditioning: ConditioningConfig | None = None):

@@ -1,6 +1,7 @@
 """The models' hyperparameter groups, each declared once: how every model is optimised
 (`OptimConfig`), how the diffusion models learn attribute conditions (`ConditioningConfig`), and
-how the continuous model is trained (`DiffusionTraining`). A group is one constructor parameter
+how the continuous and masked models are trained (`DiffusionTraining`, `MaskedTraining`); the
+networks' shapes are `cdlm.networks.NetworkConfig` and `ScoreNetworkConfig`. A group is one constructor parameter
 (`DiffusionLM(optim=OptimConfig(lr=3e-3))`, `--model.optim.lr 3e-3`, YAML `optim: {lr: 3e-3}`)
 and is stored in checkpoints as plain values."""
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import solvers
-from cdlm.settings import Settings, count, number, setting
+from cdlm.models import absorbing
+from cdlm.settings import Settings, count, fold_flat_names, number, setting
 
 OPTIMIZERS = ("adamw", "muon")
 # the continuous model's noise schedules are solvers' VP SDEs, under solvers' names
@@ -17,6 +19,7 @@ SCHEDULES = ("loglinear", "vp", "cosine", "sqrt")
 # the names they had before (configs, flags and checkpoints written with them still load)
 SCHEDULE_ALIASES = {"log_linear": "loglinear", "linear": "vp"}
 TIME_SAMPLINGS = ("stratified", "uniform", "warped", "logit_normal")
+MASKED_OBJECTIVES = ("mdlm", "llada")
 
 
 def schedule_name(schedule: str) -> str:
@@ -144,19 +147,30 @@ class DiffusionTraining(Settings):
             raise ValueError(f"log_snr_min ({self.log_snr_min}) must be below log_snr_max ({self.log_snr_max})")
 
 
-# the flat hyperparameter names of checkpoints written before the groups, and the group each is now in
-LEGACY_GROUPS = {
-    "optim": {"optimizer": "name", **{n: n for n in OptimConfig.names()[1:]}},
-    "conditioning": {n: n for n in ConditioningConfig.names()},
-    "training": {n: n for n in DiffusionTraining.names()},
-}
+@dataclass(frozen=True)
+class MaskedTraining(Settings):
+    """How the masked model is trained: its absorbing process and the NELBO estimator."""
+
+    what = "training setting"
+
+    schedule: str = setting("mask_linear", "α_t, the probability a token is unmasked at time t "
+                                           "(`cdlm.models.absorbing`): mask_linear (1 - t) or mask_cosine (cos(πt/2)); "
+                                           "the old names log_linear and cosine are accepted")
+    objective: str = setting("mdlm", "mdlm: stratified t ~ U(ε, 1), masked cross-entropies weighted by "
+                                     "-α'_t / (1 - α_t); llada: a masking ratio t ~ U(ε, 1) per sequence, "
+                                     "cross-entropies divided by t")
+
+    def __post_init__(self):
+        object.__setattr__(self, "schedule", absorbing.schedule_name(self.schedule))  # stored under its canonical name
+        _choice(self, "objective", MASKED_OBJECTIVES)
 
 
-def upgrade_flat_hparams(hparams: dict, groups: tuple[str, ...]) -> dict:
-    """A checkpoint's hyperparameters with the flat names of `groups` folded into those groups."""
-    out = dict(hparams)
-    for group in groups:
-        legacy = {new: out.pop(old) for old, new in LEGACY_GROUPS[group].items() if old in out}
-        if legacy:
-            out[group] = {**legacy, **(out.get(group) or {})}
-    return out
+def upgrade_flat_hparams(hparams: dict, groups: dict[str, type[Settings]]) -> dict:
+    """A checkpoint's hyperparameters with the flat names it had before `groups` ({group: its
+    settings class}) existed folded into those groups (the optimizer's name was `optimizer`)."""
+    def flat_names(group: str, config: type[Settings]) -> dict[str, str]:
+        if group == "optim":
+            return {"optimizer": "name", **{n: n for n in config.names() if n != "name"}}
+        return {n: n for n in config.names()}
+
+    return fold_flat_names(hparams, {group: flat_names(group, config) for group, config in groups.items()})

@@ -14,7 +14,7 @@ from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
-from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, check_hparams
+from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, ScoreNetworkConfig, check_hparams
 from cdlm.sampling.base import noise_generator
 from cdlm.sampling.continuous import generate
 from cdlm.sampling.plan import Guidance, Plan
@@ -31,20 +31,14 @@ class DiffusionLM(DiffusionBase):
     Args:
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
-        embed_dim: token embedding dimension d.
-        width, depth, heads, dropout: the transformer score network.
-        loops: run the network's blocks this many times with tied weights (`cdlm.networks.Backbone`).
-        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`): learned,
-            alibi (attention biased by distance), learned_alibi, or rotary.
-        posterior_input: the network also reads the closed-form per-token posterior p(token | x_t)
-            (BFN's input), beside x_t (`cdlm.networks.ScoreNetwork`).
-        normalize_embeddings: keep every embedding at norm sqrt(d).
-        interpolate: x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head.
-        output_prior: weight w of the closed-form skip logits c·x_t·Eᵀ, c = α/σ² (Plaid,
-            LangFlow), added to the network's logits: with equal-norm embeddings their softmax
-            is the exact posterior p(token | x_t), so the network only learns what context adds.
-            0 is off; sampling and the bound use the full weight (training may ramp it in:
-            `training.output_prior_ramp_steps`).
+        network: the score network's shape (`cdlm.networks.ScoreNetworkConfig`): width, depth,
+            heads, dropout, loops (blocks run again with tied weights), positions (learned,
+            alibi, learned_alibi, rotary), the embedding dimension d and its normalisation,
+            score interpolation (x0 = softmax(logits)·E) or a direct x0 head, the closed-form
+            skip logits' weight `output_prior` (Plaid, LangFlow: with equal-norm embeddings
+            their softmax is the exact posterior p(token | x_t), so the network only learns
+            what context adds; sampling and the bound use the full weight, training may ramp
+            it in: `training.output_prior_ramp_steps`), and `posterior_input` (BFN's input).
         training: how the model is trained (`cdlm.models.config.DiffusionTraining`): the noise
             schedule, the time proposal, clean tokens, self-conditioning, the loss.
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`).
@@ -60,27 +54,19 @@ class DiffusionLM(DiffusionBase):
         compile: run the network and its EMA under torch.compile (measured slower on CPU; see
             benchmarks/bench_throughput.py).
 
-    Each group (`training`, `optim`, `sampler`, `conditioning`) takes its config object or a
+    Each group (`network`, `training`, `optim`, `sampler`, `conditioning`) takes its config object or a
     mapping of its fields, and is stored in `hparams` as plain values.
     """
 
+    GROUPS = {"network": ScoreNetworkConfig, "training": DiffusionTraining, "optim": OptimConfig,
+              "conditioning": ConditioningConfig}
     kind = "continuous"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
 
     def __init__(
         self,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        embed_dim: int = 16,
-        width: int = 128,
-        depth: int = 4,
-        heads: int = 4,
-        dropout: float = 0.0,
-        loops: int = 1,
-        positions: str = "learned",
-        posterior_input: bool = False,
-        normalize_embeddings: bool = True,
-        interpolate: bool = True,
-        output_prior: float = 0.0,
+        network: ScoreNetworkConfig | None = None,
         training: DiffusionTraining | None = None,
         optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
@@ -92,31 +78,16 @@ class DiffusionLM(DiffusionBase):
         compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes, optim, conditioning)
-        if not (math.isfinite(output_prior) and output_prior >= 0):
-            raise ValueError(f"output_prior must be a finite number >= 0, got {output_prior}")
+        self.network = ScoreNetworkConfig.of(network)
         self.sampler = SamplerConfig.of(sampler)
         self.training_config = t = DiffusionTraining.of(training)
-        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network checks its own sizes
+        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network's config checked its own fields
         self.save_hyperparameters()
-        self.store_groups(sampler=self.sampler, training=t)
+        self.store_groups(network=self.network, training=t, sampler=self.sampler, conditioning=self.conditioning)
         self.sde = make_sde(t.schedule, t.log_snr_min, t.log_snr_max, t.noise_scale)
-        self.net = ScoreNetwork(
-            vocab_size=self.tokenizer.get_vocab_size(),
-            embed_dim=embed_dim,
-            width=width,
-            depth=depth,
-            heads=heads,
-            max_len=seq_len,
-            dropout=dropout,
-            normalize_embeddings=normalize_embeddings,
-            interpolate=interpolate,
-            self_condition=t.self_condition > 0,
-            num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0,
-            loops=loops,
-            output_prior=output_prior,
-            positions=positions,
-            posterior_input=posterior_input,
-        )
+        self.net = ScoreNetwork(self.tokenizer.get_vocab_size(), seq_len, self.network,
+                                self_condition=t.self_condition > 0,
+                                num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0)
         self.net.embedding.weight.requires_grad_(t.learn_embeddings)
         self.init_ema()
         self.time_warp = LossWarp() if t.time_sampling == "warped" else None
@@ -129,7 +100,7 @@ class DiffusionLM(DiffusionBase):
         if legacy:
             rest = {k: v for k, v in hparams.items() if k not in LEGACY_NAMES}
             hparams = {**rest, "sampler": {**legacy, **(hparams.get("sampler") or {})}}
-        return upgrade_flat_hparams(hparams, ("training", "optim", "conditioning"))
+        return upgrade_flat_hparams(hparams, DiffusionLM.GROUPS)
 
     # ---------------------------------------------------------------- training
     def sample_times(self, batch: int, warped: bool = True) -> torch.Tensor:
@@ -157,7 +128,7 @@ class DiffusionLM(DiffusionBase):
         ramped linearly from 0 over `output_prior_ramp_steps`."""
         ramp = self.training_config.output_prior_ramp_steps
         step = self.global_step if step is None else step
-        return self.hparams.output_prior * (min(1.0, step / ramp) if ramp else 1.0)
+        return self.network.output_prior * (min(1.0, step / ramp) if ramp else 1.0)
 
     def hybrid_corrupt(self, ids: torch.Tensor, t: torch.Tensor, known: torch.Tensor | None):
         """CANDI-style corruption: per-token times [B, L] and clean positions [B, L], where each
@@ -261,7 +232,6 @@ class DiffusionLM(DiffusionBase):
         the model's continuous density at t0 by `solvers.log_likelihood` (one z and one Hutchinson
         probe per sequence, so this is a one-sample estimate of a bound). Self-conditioning is off.
         """
-        import math
 
         net = self.ema if use_ema else self.net
         sde, B = self.sde, ids.shape[0]

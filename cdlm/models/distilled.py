@@ -131,7 +131,7 @@ class DistilledDiffusionLM(DiffusionLM):
     frozen: the targets live in the teacher's embedding space.
     """
 
-    GROUPS = ("optim",)  # conditioning stays inside `teacher`
+    GROUPS = {"optim": OptimConfig}  # the teacher's groups stay inside `teacher`
 
     def __init__(
         self,
@@ -167,6 +167,7 @@ class DistilledDiffusionLM(DiffusionLM):
             model = build("DiffusionLM", ckpt["hyper_parameters"], ckpt["state_dict"], teacher_ckpt)  # checks it all
         if not isinstance(teacher, dict):
             raise ValueError(f"teacher must be the teacher's hyperparameters (a mapping), got {type(teacher).__name__}")
+        teacher = DiffusionLM.upgrade_hparams(teacher)  # a student saved before the teacher's groups existed
         training = DiffusionTraining.of(teacher.get("training"))
         if sampler is None:  # (a reload carries the one it was built with)
             score_temperature = SamplerConfig.of(full.get("sampler") if first else None).score_temperature

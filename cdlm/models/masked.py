@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.control.request import Request
-from cdlm.models.absorbing import alpha, nelbo_weight, schedule_name
+from cdlm.models.absorbing import alpha, nelbo_weight
 from cdlm.models.base import DiffusionBase
-from cdlm.models.config import ConditioningConfig, OptimConfig
-from cdlm.networks import MaskedNetwork, check_hparams
+from cdlm.models.config import ConditioningConfig, MaskedTraining, OptimConfig
+from cdlm.networks import MaskedNetwork, NetworkConfig, check_hparams
 from cdlm.sampling.masked import generate
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import MaskedSamplerConfig
 
-OBJECTIVES = ("mdlm", "llada")
 # Training times are drawn from [EPS, 1]: the 1/t weight of a masked token makes the loss's
 # variance diverge as t → 0 (MDLM's and LLaDA's ε alike).
 EPS = 1e-3
@@ -35,15 +34,14 @@ class MaskedDiffusionLM(DiffusionBase):
     Args:
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
-        width, depth, heads, dropout: the bidirectional transformer (`MaskedNetwork`, the
-            backbone DiffusionLM and AutoregressiveLM share); no time input.
-        loops: run the blocks this many times with tied weights (`cdlm.networks.Backbone`).
-        positions: how the network knows where a token is (`cdlm.networks.POSITIONS`), as DiffusionLM's.
-        schedule: α_t, the probability a token is unmasked at time t (`cdlm.models.absorbing`):
-            "mask_linear" (1 - t) or "mask_cosine" (cos(πt/2)); the old names "log_linear" and
-            "cosine" are accepted. It shapes the mdlm objective's time distribution and the
-            ancestral sampler's steps; the NELBO itself does not depend on it.
-        objective: "mdlm": t ~ U(ε, 1) stratified over the batch, tokens masked with
+        network: the bidirectional transformer's shape (`cdlm.networks.NetworkConfig`: width,
+            depth, heads, dropout, loops, positions), as DiffusionLM's; no time input.
+        training: the absorbing process and the NELBO estimator (`cdlm.models.config.MaskedTraining`).
+            `schedule` is α_t, the probability a token is unmasked at time t
+            (`cdlm.models.absorbing`): "mask_linear" (1 - t) or "mask_cosine" (cos(πt/2)); the old
+            names "log_linear" and "cosine" are accepted. It shapes the mdlm objective's time
+            distribution and the ancestral sampler's steps; the NELBO itself does not depend on
+            it. `objective` "mdlm": t ~ U(ε, 1) stratified over the batch, tokens masked with
             probability 1 - α_t, masked cross-entropies weighted by -α'_t / (1 - α_t);
             "llada": a masking ratio t ~ U(ε, 1) per sequence, cross-entropies divided by t.
             Both estimate the same NELBO per token, and coincide for mask_linear but for the
@@ -66,20 +64,16 @@ class MaskedDiffusionLM(DiffusionBase):
     carries DiffusionLM's values across the change of class unless given.
     """
 
+    GROUPS = {"network": NetworkConfig, "training": MaskedTraining, "optim": OptimConfig,
+              "conditioning": ConditioningConfig}
     kind = "masked"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
 
     def __init__(
         self,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        width: int = 128,
-        depth: int = 4,
-        heads: int = 4,
-        dropout: float = 0.0,
-        loops: int = 1,
-        positions: str = "learned",
-        schedule: str = "mask_linear",
-        objective: str = "mdlm",
+        network: NetworkConfig | None = None,
+        training: MaskedTraining | None = None,
         optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
         sampler: MaskedSamplerConfig | None = None,
@@ -90,29 +84,28 @@ class MaskedDiffusionLM(DiffusionBase):
         compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes, optim, conditioning)
-        schedule = schedule_name(schedule)  # stored under its canonical name (old names accepted)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
-        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network checks its own sizes
+        self.network = NetworkConfig.of(network)
+        self.training_config = MaskedTraining.of(training)
+        check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network's config checked its own fields
         self.sampler = MaskedSamplerConfig.of(sampler)
         self.save_hyperparameters()
-        self.store_groups(sampler=self.sampler)
-        self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), width, depth, heads, seq_len, dropout,
-                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0, loops=loops,
-                                 positions=positions)
+        self.store_groups(network=self.network, training=self.training_config, sampler=self.sampler,
+                          conditioning=self.conditioning)
+        self.net = MaskedNetwork(self.tokenizer.get_vocab_size(), seq_len, self.network,
+                                 num_attributes=len(self.attribute_vocab) if self.attribute_vocab else 0)
         self.mask_id = self.net.mask_id
         self.init_ema()
 
     # ---------------------------------------------------------------- training
     def masking(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(masking probability [B], weight of a masked token's cross-entropy [B]) of a training batch."""
-        if self.hparams.objective == "llada":
+        if self.training_config.objective == "llada":
             t = EPS + (1 - EPS) * torch.rand(batch, device=self.device, dtype=torch.float64)
             return t, 1 / t
         # one draw per stratum: same marginal, lower-variance batch loss
         u = (torch.rand((), device=self.device, dtype=torch.float64) + torch.arange(batch, device=self.device)) / batch
         t = EPS + (1 - EPS) * u[torch.randperm(batch, device=self.device)]
-        schedule = self.hparams.schedule
+        schedule = self.training_config.schedule
         return 1 - alpha(schedule, t), nelbo_weight(schedule, t)
 
     def masked_nll(self, net: MaskedNetwork, ids: torch.Tensor, masked: torch.Tensor,
@@ -198,7 +191,7 @@ class MaskedDiffusionLM(DiffusionBase):
         was_training = self.training
         self.eval()
         try:
-            return generate(self.ema if use_ema else self.net, partial(alpha, self.hparams.schedule), sampler, plan, generator,
+            return generate(self.ema if use_ema else self.net, partial(alpha, self.training_config.schedule), sampler, plan, generator,
                             batch_size)
         finally:
             self.train(was_training)

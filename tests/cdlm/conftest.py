@@ -3,7 +3,7 @@ import pytest
 # A model small enough to train in seconds; the same settings serve every CLI test.
 TINY = [
     "--data.num_examples=400", "--data.seq_len=40", "--data.batch_size=16",
-    "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.embed_dim=8",
+    "--model.network.width=32", "--model.network.depth=1", "--model.network.heads=2", "--model.network.embed_dim=8",
     "--model.optim.warmup_steps=5", "--model.val_samples=4", "--model.sampler.steps=5",
     "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=5",
@@ -54,7 +54,7 @@ def tiny_ar_ckpt(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit_ar")
     main([
         "fit", "--model=cdlm.AutoregressiveLM", "--data.num_examples=400", "--data.batch_size=16",
-        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.optim.warmup_steps=5", "--model.val_samples=4",
+        "--model.network.width=32", "--model.network.depth=1", "--model.network.heads=2", "--model.optim.warmup_steps=5", "--model.val_samples=4",
         "--trainer.max_steps=30", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

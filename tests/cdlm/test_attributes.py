@@ -84,7 +84,7 @@ def test_data_module_reads_a_condition_column_from_csv(tmp_path):
 
 
 def conditioned_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4},
+    args = dict(network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8}, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4},
                 attributes=dm.attribute_names())
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
@@ -115,7 +115,7 @@ def test_conditioning_is_learned(tmp_path):
     """After a short run the true records make the held-out text more likely than no record."""
     L.seed_everything(0)
     dm = TextDataModule(num_examples=2000, batch_size=32, condition_column="mr")
-    model = conditioned_model(dm, width=64, depth=2, optim={"warmup_steps": 5, "lr": 3e-3}, training={"self_condition": 0.0})
+    model = conditioned_model(dm, network={"width": 64, "depth": 2, "heads": 2, "embed_dim": 8}, optim={"warmup_steps": 5, "lr": 3e-3}, training={"self_condition": 0.0})
     trainer = L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
     trainer.fit(model, dm)
@@ -139,7 +139,7 @@ def test_sampling_with_attributes_and_its_errors():
     assert model.sample_ids(2, seed=0, attributes=records).ids.shape == (2, 40)  # one record per sample
     with pytest.raises(ValueError, match="3 attribute requests for 2 samples"):
         model.sample_ids(2, attributes=records + records[:1])
-    plain = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    plain = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     with pytest.raises(ValueError, match="trained without attributes"):
         plain.sample_ids(2, attributes={"food": "french"})
 
@@ -152,7 +152,7 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
 
     L.seed_everything(0)
     dm = TextDataModule(num_examples=200, batch_size=16, condition_column="mr")
-    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     path = tmp_path / "diffusion.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     clf = AttributeClassifier(str(path), dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1, heads=2)
@@ -193,14 +193,14 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     pushed = model.sample_ids(8, seed=0, steps=3, restarts=2, restart_steps=1, attributes={"food": "french"},
                               classifier=clf, classifier_scale=50.0)
     assert plain.nfe == 4 + 2 * 2 and not torch.equal(plain.ids, pushed.ids)  # rounding fell back to "nearest"
-    other = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    other = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     with pytest.raises(ValueError, match="another model's embeddings"):
         other.sample_ids(2, steps=3, attributes={"food": "french"}, classifier=clf)
 
 
 def test_last_rounding_saves_one_call_per_pass_and_restart_levels_anneal():
     dm = TextDataModule(num_examples=64)
-    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8)
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     full = model.sample_ids(2, seed=0, method="ddim", steps=4, restarts=3, restart_steps=1)
     last = model.sample_ids(2, seed=0, method="ddim", steps=4, restarts=3, restart_steps=1, rounding="last",
                             restart_log_snr=-2.0, restart_log_snr_end=0.0)

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdlm import DiffusionLM
-from cdlm.checkpoints import load_checkpoint, load_pretrained
+from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
+from cdlm.checkpoints import build, load_checkpoint, load_pretrained
+from cdlm.data.corpus import corpus_texts
+from cdlm.data.tokenizer import train_tokenizer
 from cdlm.cli import main
 from cdlm.hub import export
 from tests.cdlm.conftest import fails
@@ -86,7 +88,7 @@ def test_a_hostile_checkpoint_resumes_nothing(tiny_ckpt, tmp_path, capsys):
     (lambda c: c["state_dict"].pop("net.head.weight"), "lacks 'net.head.weight'"),
     (lambda c: c["state_dict"].update(extra=torch.zeros(2)), "unexpected tensor 'extra'"),
     (lambda c: c["state_dict"].update({"net.head.bias": torch.zeros(3)}), "'net.head.bias' of shape (3,)"),
-    (lambda c: c["hyper_parameters"].update(width=64), "hyperparameters do not match its weights"),
+    (lambda c: c["hyper_parameters"]["network"].update(width=64), "hyperparameters do not match its weights"),
     (lambda c: c["state_dict"].update({"net.head.bias": "text"}), "holds a str"),
     (lambda c: c.update(hyper_parameters=[1, 2]), "not a cdlm checkpoint"),
 ], ids=["missing", "extra", "shape", "hparams", "not-a-tensor", "malformed-hparams"])
@@ -137,3 +139,21 @@ def test_export_and_sample_from_the_command_line(tiny_ckpt, tmp_path, capsys):
     (folder / "config.json").write_text('{"cdlm_model": "os.system", "hyper_parameters": {}}')
     assert "not a cdlm model" in fails(capsys, "sample", "--model", str(folder))
     assert "lacks config.json" in fails(capsys, "sample", "--model", str(tmp_path))
+
+
+@pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
+def test_hyperparameters_from_before_the_network_group_build_the_same_model(cls):
+    """Checkpoints written before `network` (and the masked model's `training`) existed hold
+    those fields flat, the masked schedule under its old name."""
+    tok = train_tokenizer(corpus_texts(50, seed=0), kind="word").to_str()
+    masked = {"training": {"schedule": "mask_cosine", "objective": "llada"}} if cls is MaskedDiffusionLM else {}
+    model = cls(tokenizer_json=tok, seq_len=12, network={"width": 32, "depth": 1, "heads": 2, "loops": 2,
+                                                         "positions": "alibi"}, val_samples=0, **masked)
+    grouped = dict(model.hparams)
+    flat = {**{k: v for k, v in grouped.items() if k != "network"}, **grouped["network"]}
+    if masked:
+        del flat["training"]
+        flat.update(schedule="cosine", objective="llada")
+    old = build(cls.__name__, flat, model.state_dict(), "old.ckpt")
+    assert old.network == model.network and dict(old.hparams) == grouped
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), model.state_dict().values()))

@@ -26,7 +26,7 @@ def test_compiled_checkpoint_loads_uncompiled_and_back(tmp_path, tiny_ar_ckpt):
 
     # a checkpoint trained compiled (`cdlm fit --model.compile=true`) loads into an uncompiled model
     main(["fit", "--model=cdlm.AutoregressiveLM", "--model.compile=true", "--data.num_examples=200",
-          "--data.batch_size=8", "--model.width=16", "--model.depth=1", "--model.heads=2", "--model.val_samples=0",
+          "--data.batch_size=8", "--model.network.width=16", "--model.network.depth=1", "--model.network.heads=2", "--model.val_samples=0",
           "--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
           "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}",
           "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

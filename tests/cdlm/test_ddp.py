@@ -38,7 +38,7 @@ def _fit(folder: Path, text: Path, devices: int, batch_size: int, port: int) -> 
         sys.executable, "-m", "cdlm.cli", "fit", "--seed_everything=0", "--model=cdlm.AutoregressiveLM",
         f"--data.dataset={text}", "--data.packing=true", "--data.tokenizer=char", "--data.seq_len=16",
         f"--data.batch_size={batch_size}", f"--data.loading.cache_dir={folder.parent / 'tokens'}",
-        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.dropout=0", "--model.val_samples=0",
+        "--model.network.width=32", "--model.network.depth=1", "--model.network.heads=2", "--model.network.dropout=0", "--model.val_samples=0",
         "--model.optim.warmup_steps=2", "--trainer.max_steps=20", "--trainer.limit_val_batches=0",
         "--trainer.accelerator=cpu", f"--trainer.devices={devices}",
         "--trainer.strategy=ddp", "--trainer.logger=false",

@@ -23,9 +23,9 @@ def dm():
 
 
 def tiny(dm, cls, **kw):
-    args = dict(width=32, depth=1, heads=2, val_samples=0, **kw)
+    args = dict(network={"width": 32, "depth": 1, "heads": 2}, val_samples=0, **kw)
     if cls is DiffusionLM:
-        args.update(embed_dim=16)
+        args["network"]["embed_dim"] = 16
     return cls(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
 

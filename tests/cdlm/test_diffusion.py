@@ -9,7 +9,7 @@ from cdlm.checkpoints import load_checkpoint
 
 
 def tiny_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, embed_dim=8, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4})
+    args = dict(network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8}, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4})
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 

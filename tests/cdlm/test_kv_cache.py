@@ -4,12 +4,12 @@ logits as a full causal pass, and the same samples as the recompute path for a f
 import pytest
 import torch
 
-from cdlm.networks import CausalLM
+from cdlm.networks import CausalLM, NetworkConfig
 
 
 def _net(seed=0, **kw):
     torch.manual_seed(seed)
-    net = CausalLM(vocab_size=23, width=32, depth=2, heads=4, max_len=16, **kw).eval()
+    net = CausalLM(23, 16, NetworkConfig(width=32, depth=2, heads=4, **kw)).eval()
     return net
 
 
@@ -57,7 +57,7 @@ def test_positions_without_a_table_still_see_order(positions):
     from cdlm.networks import Backbone
 
     torch.manual_seed(0)
-    net = Backbone(width=32, depth=2, heads=4, max_len=16, dropout=0.0, conditioned=False, positions=positions).eval()
+    net = Backbone(NetworkConfig(width=32, depth=2, heads=4, positions=positions), 16, conditioned=False).eval()
     assert net.position is None
     h, perm = torch.randn(2, 13, 32), torch.randperm(13)
     with torch.no_grad():

@@ -18,7 +18,7 @@ def dm():
 
 
 def tiny_model(dm, **kw):
-    args = dict(width=32, depth=1, heads=2, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 10})
+    args = dict(network={"width": 32, "depth": 1, "heads": 2}, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 10})
     args.update(kw)
     return MaskedDiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -62,7 +62,7 @@ def calls_of(module: torch.nn.Module) -> list:
 @pytest.mark.parametrize("objective, schedule", [("mdlm", "log_linear"), ("mdlm", "cosine"), ("llada", "log_linear")])
 def test_nelbo_is_exact_for_an_exact_model_of_a_factorised_target(dm, objective, schedule):
     torch.manual_seed(0)
-    model = tiny_model(dm, objective=objective, schedule=schedule)
+    model = tiny_model(dm, training={"objective": objective, "schedule": schedule})
     V, L = model.tokenizer.get_vocab_size(), model.hparams.seq_len
     log_p = (2 * torch.randn(L, V)).log_softmax(-1)
     model.net = model.ema = Factorised(log_p)
@@ -176,8 +176,8 @@ def test_bad_options_are_one_line_errors(dm):
         with pytest.raises(ValueError, match=message) as err:
             model.sample_ids(2, **options)
         assert "\n" not in str(err.value)
-    for kw, message in ((dict(schedule="zigzag"), "unknown schedule 'zigzag'"),
-                        (dict(objective="sedd"), "unknown objective 'sedd'"),
+    for kw, message in ((dict(training={"schedule": "zigzag"}), "unknown schedule 'zigzag'"),
+                        (dict(training={"objective": "sedd"}), "unknown objective 'sedd'"),
                         (dict(sampler={"method": "ddim"}), "unknown method 'ddim'"),
                         (dict(sampler={"steps": 0}), "steps must be a positive integer")):
         with pytest.raises(ValueError, match=message):
@@ -208,7 +208,7 @@ def masked_ckpt(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fit_masked")
     main([
         "fit", "--model=cdlm.MaskedDiffusionLM", "--data.num_examples=400", "--data.batch_size=16",
-        "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.optim.warmup_steps=5", "--model.val_samples=4",
+        "--model.network.width=32", "--model.network.depth=1", "--model.network.heads=2", "--model.optim.warmup_steps=5", "--model.val_samples=4",
         "--model.sampler.steps=10", "--trainer.max_steps=30", "--trainer.val_check_interval=15",
         "--trainer.check_val_every_n_epoch=null", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",

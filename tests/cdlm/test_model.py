@@ -1,11 +1,11 @@
 import torch
 
-from cdlm.networks import CausalLM, ScoreNetwork, TokenEmbedding
+from cdlm.networks import CausalLM, NetworkConfig, ScoreNetwork, ScoreNetworkConfig, TokenEmbedding
 
 
 def test_score_network_shapes_and_interpolation():
     torch.manual_seed(0)
-    net = ScoreNetwork(vocab_size=11, embed_dim=8, width=32, depth=2, heads=4, max_len=12)
+    net = ScoreNetwork(11, 12, ScoreNetworkConfig(embed_dim=8, width=32, depth=2, heads=4))
     x_t = torch.randn(3, 12, 8)
     logits, x0 = net(x_t, torch.tensor([-5.0, 0.0, 2.0]))
     assert logits.shape == (3, 12, 11) and x0.shape == (3, 12, 8)
@@ -27,14 +27,14 @@ def test_embedding_norm_and_nearest_round_trip():
 
 def test_bidirectional_vs_causal():
     torch.manual_seed(0)
-    net = ScoreNetwork(vocab_size=5, embed_dim=4, width=16, depth=1, heads=2, max_len=6)
+    net = ScoreNetwork(5, 6, ScoreNetworkConfig(embed_dim=4, width=16, depth=1, heads=2))
     x = torch.randn(1, 6, 4)
     y = x.clone()
     y[0, -1] += 1.0
     lam = torch.zeros(1)
     # a change at the last position reaches the first one: attention is bidirectional
     assert not torch.allclose(net(x, lam)[0][0, 0], net(y, lam)[0][0, 0])
-    lm = CausalLM(vocab_size=5, width=16, depth=1, heads=2, max_len=6)
+    lm = CausalLM(5, 6, NetworkConfig(width=16, depth=1, heads=2))
     ids = torch.tensor([[1, 2, 3, 4, 1, 2]])
     ids2 = ids.clone()
     ids2[0, -1] = 3

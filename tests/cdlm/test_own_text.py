@@ -11,7 +11,7 @@ from cdlm.cli import main
 from cdlm.data import TextDataModule
 from cdlm.data.choose import MAX_AUTO_SEQ_LEN, choose_seq_len, choose_tokenizer
 
-FIT = ["--data.batch_size=16", "--model.width=32", "--model.depth=1", "--model.heads=2", "--model.embed_dim=8",
+FIT = ["--data.batch_size=16", "--model.network.width=32", "--model.network.depth=1", "--model.network.heads=2", "--model.network.embed_dim=8",
        "--model.optim.warmup_steps=5", "--model.val_samples=2", "--model.sampler.steps=4", "--trainer.max_steps=12",
        "--trainer.limit_val_batches=1", "--trainer.val_check_interval=12", "--trainer.check_val_every_n_epoch=null",
        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--dashboard.figures=false"]
@@ -112,7 +112,7 @@ def test_fit_then_sample_on_running_prose_with_packing(tmp_path, capsys):
     path = tmp_path / "prose.txt"
     path.write_text(prose(6000, random.Random(3)))
     ckpt = tmp_path / "ckpt"
-    masked = [a for a in FIT if not a.startswith(("--model.embed_dim", "--model.sampler"))]
+    masked = [a for a in FIT if not a.startswith(("--model.network.embed_dim", "--model.sampler"))]
     main(["fit", "--model=cdlm.MaskedDiffusionLM", f"--data.dataset={path}", "--data.packing=true",
           "--data.vocab_size=600", *masked, "--model.sampler.steps=8",
           f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

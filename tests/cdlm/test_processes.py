@@ -59,9 +59,10 @@ def test_a_checkpoint_with_the_old_continuous_name_loads_the_same_model():
 def test_old_masked_schedule_names_give_the_same_model():
     dm = TextDataModule(num_examples=16, batch_size=8)
     make = lambda schedule: MaskedDiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len,  # noqa: E731
-                                              width=16, depth=1, heads=2, val_samples=0, schedule=schedule)
+                                              network={"width": 16, "depth": 1, "heads": 2}, val_samples=0,
+                                              training={"schedule": schedule})
     old, new = make("cosine"), make("mask_cosine")
-    assert old.hparams.schedule == new.hparams.schedule == "mask_cosine"
+    assert old.hparams.training["schedule"] == new.hparams.training["schedule"] == "mask_cosine"
     torch.manual_seed(0)
     masked_old = old.masking(6)
     torch.manual_seed(0)
@@ -70,6 +71,6 @@ def test_old_masked_schedule_names_give_the_same_model():
 
 def test_a_continuous_model_stores_the_canonical_name():
     dm = TextDataModule(num_examples=16, batch_size=8)
-    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, width=16, depth=1, heads=2,
-                        val_samples=0, training={"schedule": "linear"})
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len,
+                        network={"width": 16, "depth": 1, "heads": 2}, val_samples=0, training={"schedule": "linear"})
     assert model.hparams.training["schedule"] == "vp" and model.sde.name == "vp"

@@ -8,9 +8,9 @@ from cdlm.control.constraints import build_constraints
 from cdlm.control.request import Request
 from cdlm.evaluation import evaluate
 
-SIZES = dict(width=32, depth=1, heads=2, optim={"warmup_steps": 5}, val_samples=0)
+SIZES = dict(network={"width": 32, "depth": 1, "heads": 2}, optim={"warmup_steps": 5}, val_samples=0)
 MODELS = {
-    "continuous": lambda tok: DiffusionLM(tokenizer_json=tok, embed_dim=8, sampler={"steps": 4}, **SIZES),
+    "continuous": lambda tok: DiffusionLM(tokenizer_json=tok, sampler={"steps": 4}, **{**SIZES, "network": {**SIZES["network"], "embed_dim": 8}}),
     "masked": lambda tok: MaskedDiffusionLM(tokenizer_json=tok, sampler={"steps": 8}, **SIZES),
     "autoregressive": lambda tok: AutoregressiveLM(tokenizer_json=tok, **SIZES),
 }

@@ -14,7 +14,7 @@ from tests.cdlm.conftest import TINY, fails
 
 # a run that draws from every RNG stream a step uses: warped times, dropout, self-conditioning,
 # clean context, validation with sampling in between
-EXERCISED = [*TINY, "--seed_everything=0", "--model.training.time_sampling=warped", "--model.dropout=0.1",
+EXERCISED = [*TINY, "--seed_everything=0", "--model.training.time_sampling=warped", "--model.network.dropout=0.1",
              "--model.training.clean_context=0.2", "--trainer.val_check_interval=15", "--trainer.check_val_every_n_epoch=null",
              "--trainer.logger=false"]
 
@@ -211,7 +211,7 @@ def test_resume_on_other_text_refuses(tmp_path, tiny_ckpt, capsys):
 
 
 def test_resume_with_another_architecture_names_the_change(tmp_path, tiny_ckpt, capsys):
-    message = fails(capsys, *fit_args(tmp_path, "--model.width=48", "--trainer.max_steps=40", "--ckpt_path", str(tiny_ckpt)))
+    message = fails(capsys, *fit_args(tmp_path, "--model.network.width=48", "--trainer.max_steps=40", "--ckpt_path", str(tiny_ckpt)))
     assert "cannot resume" in message and "width 32 → 48" in message
 
 

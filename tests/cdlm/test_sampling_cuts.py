@@ -9,7 +9,7 @@ import torch
 
 from cdlm.checkpoints import load_checkpoint
 from cdlm.models.absorbing import alpha
-from cdlm.networks import MaskedNetwork
+from cdlm.networks import MaskedNetwork, NetworkConfig
 from cdlm.sampling.base import content_lengths, network_length
 from cdlm.sampling.denoiser import NetworkCall
 from cdlm.sampling.masked import generate
@@ -91,7 +91,7 @@ def test_group_lengths_keeps_each_samples_length_and_place(model):
 @pytest.mark.parametrize("method", ["ancestral", "low_confidence", "semi_ar"])
 def test_masked_cuts(method):
     torch.manual_seed(0)
-    net = MaskedNetwork(vocab_size=12, width=16, depth=1, heads=2, max_len=10).eval()
+    net = MaskedNetwork(12, 10, NetworkConfig(width=16, depth=1, heads=2)).eval()
     lengths = torch.tensor([3, 9, 5, 2, 7, 4])
     sampler = MaskedSamplerConfig(method=method, steps=10, block_length=4)
     plan = Plan.build(6, 10, lengths=lengths, pad_id=0)

@@ -27,10 +27,12 @@ def dm():
     return dm
 
 
-def tiny(dm, cls=DiffusionLM, **kw):
-    args = dict(width=32, depth=1, heads=2, optim={"warmup_steps": 5}, val_samples=0)
+def tiny(dm, cls=DiffusionLM, network=None, **kw):
+    args = dict(network={"width": 32, "depth": 1, "heads": 2, **(network or {})}, optim={"warmup_steps": 5},
+                val_samples=0)
     if cls is DiffusionLM:
-        args.update(embed_dim=8, sampler={"steps": 4})
+        args.update(sampler={"steps": 4})
+        args["network"].setdefault("embed_dim", 8)
     args.update(kw)
     return cls(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -44,7 +46,7 @@ def batch_ids(dm):
 @pytest.mark.parametrize("per_token", [False, True])
 def test_output_prior_alone_is_the_exact_gaussian_posterior(dm, schedule, per_token):
     torch.manual_seed(0)
-    model = tiny(dm, output_prior=1.0, training={"schedule": schedule, "self_condition": 0.0})
+    model = tiny(dm, network={"output_prior": 1.0}, training={"schedule": schedule, "self_condition": 0.0})
     with torch.no_grad():  # the network itself says nothing: its logits are the prior's alone
         model.net.head.weight.zero_()
         model.net.head.bias.zero_()
@@ -67,9 +69,9 @@ def test_output_prior_alone_is_the_exact_gaussian_posterior(dm, schedule, per_to
 
 
 def test_output_prior_ramps_in_over_training_and_is_full_at_sampling(dm):
-    model = tiny(dm, output_prior=2.0, training={"output_prior_ramp_steps": 10})
+    model = tiny(dm, network={"output_prior": 2.0}, training={"output_prior_ramp_steps": 10})
     assert [model.prior_weight(s) for s in (0, 5, 10, 40)] == [0.0, 1.0, 2.0, 2.0]
-    assert tiny(dm, output_prior=2.0).prior_weight(0) == 2.0  # no ramp: full from the start
+    assert tiny(dm, network={"output_prior": 2.0}).prior_weight(0) == 2.0  # no ramp: full from the start
     plain = tiny(dm)
     plain.net.load_state_dict(model.net.state_dict())
     ids, t = batch_ids(dm), torch.full((8,), 0.4, dtype=torch.float64)
@@ -265,7 +267,7 @@ EXPECTED_MUON = {
 @pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
 def test_muon_takes_the_block_matrices_and_adamw_the_rest(dm, cls):
     kw = {"training": {"embedding_lr": 0.01}} if cls is DiffusionLM else {}
-    model = tiny(dm, cls, optim={"name": "muon"}, depth=2, **kw)
+    model = tiny(dm, cls, network={"depth": 2}, optim={"name": "muon"}, **kw)
     opt = model.configure_optimizers()["optimizer"]
     assert isinstance(opt, MuonAdamW)
     names = {id(p): n for n, p in model.net.named_parameters()}
@@ -388,7 +390,7 @@ def test_bad_switch_values_are_one_line_errors(dm):
     with pytest.raises(ValueError, match="hybrid_corruption must be a probability"):
         tiny(dm, training={"hybrid_corruption": 1.5})
     with pytest.raises(ValueError, match="output_prior must be a finite number >= 0"):
-        tiny(dm, output_prior=-1.0)
+        tiny(dm, network={"output_prior": -1.0})
     with pytest.raises(ValueError, match="unknown time_sampling 'lognormal'"):
         tiny(dm, training={"time_sampling": "lognormal"})
 
@@ -398,7 +400,7 @@ def test_every_switch_through_the_cli_and_a_muon_run_resumes(tmp_path, fit):
     from cdlm.checkpoints import load_checkpoint
 
     switches = [
-        "--model.init_args.output_prior=1.0", "--model.init_args.training.output_prior_ramp_steps=4",
+        "--model.init_args.network.output_prior=1.0", "--model.init_args.training.output_prior_ramp_steps=4",
         "--model.init_args.training.time_sampling=logit_normal", "--model.init_args.training.time_mean=-0.4",
         "--model.init_args.training.time_std=1.2", "--model.init_args.training.noise_scale=2.0",
         "--model.init_args.training.hybrid_corruption=0.5", "--model.init_args.optim.name=muon",
@@ -407,7 +409,7 @@ def test_every_switch_through_the_cli_and_a_muon_run_resumes(tmp_path, fit):
     ckpt = fit(tmp_path, *switches, "--trainer.max_steps=6", "--trainer.limit_val_batches=0")
     model, _ = load_checkpoint(str(ckpt))
     t = model.training_config
-    assert (model.hparams.output_prior, t.output_prior_ramp_steps, t.time_sampling, t.time_mean, t.time_std, t.noise_scale,
+    assert (model.network.output_prior, t.output_prior_ramp_steps, t.time_sampling, t.time_mean, t.time_std, t.noise_scale,
             t.hybrid_corruption, model.optim.name) == (1.0, 4, "logit_normal", -0.4, 1.2, 2.0, 0.5, "muon")
     assert model.sampler.self_condition_scale == 1.5 and model.ema.output_prior == 1.0
     assert isinstance(model.sde, NoiseScaledVPSDE)

@@ -11,9 +11,9 @@ from cdlm.cli import main
 from cdlm.dashboard import FIGURES
 from tests.cdlm.conftest import TINY
 
-COMMON = [a for a in TINY if not a.startswith(("--model.embed_dim", "--model.sampler.steps"))]
+COMMON = [a for a in TINY if not a.startswith(("--model.network.embed_dim", "--model.sampler.steps"))]
 MODELS = {
-    "continuous": ["--model=cdlm.DiffusionLM", "--model.embed_dim=8", "--model.sampler.steps=5"],
+    "continuous": ["--model=cdlm.DiffusionLM", "--model.network.embed_dim=8", "--model.sampler.steps=5"],
     "masked": ["--model=cdlm.MaskedDiffusionLM", "--model.sampler.steps=10"],
     "autoregressive": ["--model=cdlm.AutoregressiveLM"],
 }

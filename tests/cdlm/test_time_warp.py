@@ -20,7 +20,7 @@ def test_warped_training_runs_and_curve_travels_in_state_dict():
     from cdlm import DiffusionLM, TextDataModule
 
     dm = TextDataModule(num_examples=64, batch_size=8)
-    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), width=32, depth=1, heads=2, embed_dim=8, training={"time_sampling": "warped"})
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8}, training={"time_sampling": "warped"})
     t = model.sample_times(16)
     assert t.shape == (16,) and (t >= 0).all() and (t <= 1).all()
     assert "time_warp.curve" in model.state_dict()
