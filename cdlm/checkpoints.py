@@ -1,7 +1,7 @@
 """Checkpoints as data: reading, checking and writing cdlm's model files.
 
 A checkpoint never chooses what runs. Loading reads the file with `torch.load(weights_only=True)`
-(tensors and plain values only), looks the model up by name in `MODELS`, cdlm's own classes,
+(tensors and plain values only), looks the model up by name in `cdlm.models.registry` (cdlm's own classes),
 checks every hyperparameter against that class's signature and every tensor against the
 freshly built model, and only then copies the weights in. Anything else is a one-line
 `ValueError`.
@@ -23,22 +23,11 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-MODEL_KEY = "cdlm_model"  # the name under which a checkpoint records its class
+from cdlm.models.registry import MODEL_KEY, model_class, models
+
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
 _LIGHTNING_KEYS = ("_instantiator", "_class_path")  # written by LightningCLI, never used here
-
-
-def _models() -> dict:
-    # imported here: the model modules import this one (StepModule records MODEL_KEY)
-    from cdlm.models.autoregressive import AutoregressiveLM
-    from cdlm.models.classifier import AttributeClassifier
-    from cdlm.models.diffusion import DiffusionLM
-    from cdlm.models.distilled import DistilledDiffusionLM
-    from cdlm.models.masked import MaskedDiffusionLM
-
-    return {cls.__name__: cls for cls in (DiffusionLM, AutoregressiveLM, MaskedDiffusionLM, AttributeClassifier,
-                                          DistilledDiffusionLM)}
 
 
 # where cdlm's classes live, and lived: checkpoints record the module they were written from
@@ -56,9 +45,9 @@ def model_name(ckpt: dict, source: str) -> str:
         module, _, name = str(path).rpartition(".")
         if module not in _MODULES:
             name = str(path)
-    if name not in _models():
+    if not isinstance(name, str) or model_class(name) is None:
         raise ValueError(f"checkpoint {source!r} names the class {str(name)[:80]!r}, which is not a cdlm model "
-                         f"(one of {', '.join(_models())})")
+                         f"(one of {', '.join(models())})")
     return name
 
 
@@ -124,11 +113,10 @@ def check_state_dict(expected: dict, given: dict, source: str) -> None:
 def build(name: str, hparams: dict, state: dict, source: str, device="cpu", expect=None):
     """The registered model `name` from hyperparameters and a state dict, both checked first;
     `expect` is a class the model must be an instance of."""
-    cls = _models()[name]
+    cls = model_class(name)
     if expect is not None and not issubclass(cls, expect):
         raise ValueError(f"{source!r} holds a {name}, not a {expect.__name__}")
-    if hasattr(cls, "upgrade_hparams"):  # hyperparameters renamed since the checkpoint was written
-        hparams = cls.upgrade_hparams(dict(hparams))
+    hparams = cls.upgrade_hparams(dict(hparams))  # hyperparameters renamed since the checkpoint was written
     kwargs = checked_hparams(cls, hparams, source)
     try:
         model = cls(**kwargs)

@@ -108,7 +108,7 @@ def _request(args):
 
     classifier = None
     if args.classifier_ckpt:
-        classifier = _load(args.classifier_ckpt, args.device, "log_prob", "is not an AttributeClassifier")[0]
+        classifier = _load(args.classifier_ckpt, args.device, *GUIDES)[0]
     return Request(anchors=[parse_anchor(a) for a in args.anchor] or None, prefix=args.prefix, suffix=args.suffix,
                    template=args.template, length=args.length, attributes=args.attribute or None,
                    guidance_scale=args.guidance_scale, classifier=classifier, classifier_scale=args.classifier_scale)
@@ -120,17 +120,19 @@ def _settings(args) -> dict:
     return {k: getattr(args, k) for k in sampler_flags() if getattr(args, k) is not None}
 
 
-GENERATES = ("sample_ids", "does not generate (an AttributeClassifier goes in --classifier_ckpt)")
-SCORES = ("token_nll", "is not an autoregressive model")
+# the kinds of model (`StepModule.kind`) each input takes, and what to say of another
+GENERATES = (("continuous", "masked", "autoregressive"), "does not generate (an AttributeClassifier goes in --classifier_ckpt)")
+SCORES = (("autoregressive",), "is not an autoregressive model")
+GUIDES = (("classifier",), "is not an AttributeClassifier")
 
 
-def _load(path: str, device: str, needs: str, otherwise: str, revision: str | None = None):
-    """(model, data hyperparameters) of a checkpoint, model folder or hub id whose model has the method `needs`."""
+def _load(path: str, device: str, kinds: tuple[str, ...], otherwise: str, revision: str | None = None):
+    """(model, data hyperparameters) of a checkpoint, model folder or hub id whose model is of one of `kinds`."""
     from cdlm.hub import load
 
     model = load(path, device, revision)
     data_hparams = model.data_hparams or {}
-    if not hasattr(model, needs):
+    if model.kind not in kinds:
         raise ValueError(f"{path!r} holds the model {type(model).__name__}, which {otherwise}")
     return model, data_hparams
 

@@ -31,10 +31,12 @@ import math
 import time
 
 import torch
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from cdlm.data.module import TextDataModule
 from cdlm.diagnostics import training_ids
 from cdlm.models.base import LanguageModel, flat_hparams
 from cdlm.private_api import drop_hp_metric_placeholder
@@ -47,7 +49,7 @@ FIGURES = ("figures/loss_vs_noise", "figures/quality_vs_nfe", "figures/denoising
 
 def model_kind(model) -> str | None:
     """"continuous", "masked", "autoregressive" (`LanguageModel.kind`) or None (not a language model)."""
-    return model.kind or None if isinstance(model, LanguageModel) else None
+    return model.kind if isinstance(model, LanguageModel) else None
 
 
 def token_label(tokenizer, i: int) -> str:
@@ -255,7 +257,7 @@ class Dashboard(Callback):
 
     def _quality(self, trainer, model, ids: torch.Tensor) -> tuple[float, str]:
         data = trainer.datamodule
-        if getattr(data, "is_embedded", False):
+        if isinstance(data, TextDataModule) and data.is_embedded:
             from cdlm.data import corpus
 
             return corpus.validity(model.decode(ids)), "validity (embedded corpus)"
@@ -291,7 +293,7 @@ class Dashboard(Callback):
             if points:
                 label = method
                 if method == "default":
-                    label = f"default ({s.method}" + (f", +{s.restarts} restarts)" if getattr(s, "restarts", 0) else ")")
+                    label = f"default ({s.method}" + (f", +{s.restarts} restarts)" if kind == "continuous" and s.restarts else ")")
                 ax.plot(*zip(*points), "o-", ms=4, label=label)
         ax.set_xlabel("network calls per sample (NFE)")
         ax.set_ylabel(ylabel)
@@ -386,7 +388,7 @@ def run_hparams(trainer, model) -> dict:
             continue
         params[f"model/{key}"] = value
     data = trainer.datamodule
-    for key, value in (dict(data.hparams) if data is not None and hasattr(data, "hparams") else {}).items():
+    for key, value in (dict(data.hparams) if isinstance(data, LightningDataModule) else {}).items():
         if not key.startswith("_"):
             params[f"data/{key}"] = value
     params["trainer/max_steps"] = trainer.max_steps

@@ -32,7 +32,7 @@ def model_card(model, data_hparams: dict | None = None, training_steps: int | No
     what it scored (`metrics`, e.g. from `cdlm eval`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    kind = model.kind or "classifier"
+    kind = model.kind
     data = data_hparams or {}
     dataset = data.get("dataset")
     card_data = ModelCardData(library_name="cdlm", pipeline_tag="text-generation",
@@ -48,7 +48,7 @@ def model_card(model, data_hparams: dict | None = None, training_steps: int | No
         f"- data: {dataset if dataset else 'the embedded corpus'}"
         + (f" ({data.get('tokenizer')} tokenizer, sequences of {data.get('seq_len')})" if data.get("tokenizer") else ""),
         f"- training steps: {training_steps if training_steps is not None else 'not recorded'}",
-        f"- tokens in the vocabulary: {model.tokenizer.get_vocab_size() if hasattr(model, 'tokenizer') else 'none'}", "",
+        f"- tokens in the vocabulary: {model.tokenizer.get_vocab_size() if kind != 'classifier' else 'none'}", "",
         "## Hyperparameters", "", "```json", json.dumps(hparams, indent=1, default=str), "```", "",
     ]
     if metrics:

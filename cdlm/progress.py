@@ -2,7 +2,7 @@
 
 The bar counts forward calls of the model's networks (forward hooks, so no sampler needs to
 know about it). Its total is the number of calls the run will make where that is known in
-advance: exact for the continuous model's fixed-grid solvers (counted by running the solver on
+advance, as the model declares it (`LanguageModel.expected_calls`): exact for the continuous model's fixed-grid solvers (counted by running the solver on
 a zero denoiser, which costs nothing), an upper bound for the masked samplers (ancestral
 sampling skips calls when nothing changed) and for autoregressive sampling (it stops once every
 row has ended); none for adaptive solvers. The bar appears only when stderr is a terminal, and
@@ -12,10 +12,7 @@ only after a second: short runs and redirected output show nothing.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
-
-import torch
 
 SHOW_AFTER_SECONDS = 1.0
 
@@ -26,59 +23,13 @@ def enabled(stream=None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def _networks(model) -> list[torch.nn.Module]:
-    """The networks whose calls the bar counts: the EMA copy and the trained one (sampling and
-    scoring use one of them each)."""
-    return [m for m in (getattr(model, "ema", None), getattr(model, "net", None)) if isinstance(m, torch.nn.Module)]
-
-
-def _pass_calls(model, method: str, steps: int, t_start: float) -> int | None:
-    """Denoiser calls of one `solvers.sample` pass, or None for an adaptive method."""
-    import solvers
-
-    if solvers.method_info(method)["adaptive"]:
-        return None
-    x = torch.zeros(1, 1, 1, dtype=torch.float64)
-    return solvers.sample(lambda x_t, t: torch.zeros_like(x_t), model.sde, x, method=method, steps=steps,
-                          t_start=t_start, generator=torch.Generator().manual_seed(0)).nfe
-
-
 def sampling_calls(model, num_samples: int, batch_size: int, settings: dict | None = None,
                    prefix: str | None = None) -> int | None:
-    """Network calls that `model.sample_ids(num_samples, batch_size=..., prefix=prefix, **settings)`
-    makes at most (exactly, for the continuous model's fixed-grid solvers), or None when unknown."""
-    settings = {k: v for k, v in (settings or {}).items() if v is not None}
-    chunks = math.ceil(num_samples / max(batch_size, 1))
+    """The model's `expected_calls`, or None for settings sampling itself will reject in one line."""
     try:
-        if model.kind == "autoregressive":  # one call a token after the prefix
-            from cdlm.data.tokenizer import encode
-
-            prefix_tokens = len(encode(model.tokenizer, prefix)) if prefix else 0
-            return chunks * max(model.hparams.seq_len - prefix_tokens, 0)
-        sampler = model.sampler.replace(**settings)
-        if model.kind == "continuous":  # solver passes, restarts, rounding calls
-            first = _pass_calls(model, sampler.method, sampler.steps, 1.0)
-            if first is None:
-                return None
-            per_chunk = first + (sampler.rounding != "last")
-            if sampler.restarts:  # the levels as `generate_ids` spaces them
-                end = sampler.restart_log_snr if sampler.restart_log_snr_end is None else sampler.restart_log_snr_end
-                levels = torch.linspace(sampler.restart_log_snr, end, sampler.restarts, dtype=torch.float64)
-                for t in model.sde.t_from_log_snr(levels).tolist():
-                    per_chunk += _pass_calls(model, sampler.method, sampler.restart_steps, t) + (sampler.rounding != "last")
-            if sampler.self_condition_scale != 1 and model.net.self_condition:
-                per_chunk = 2 * per_chunk - 1  # two calls a step, but one at the first (no estimate yet)
-            return chunks * per_chunk
-        return chunks * sampler.steps  # the masked samplers make at most one call a step
+        return model.expected_calls(num_samples, batch_size, settings, prefix)
     except Exception:  # an invalid setting: sampling itself will say so in one line
         return None
-
-
-def nll_calls(model, batches: int, num_times: int = 16) -> int:
-    """Network calls of `sequence_nll` over `batches` held-out batches."""
-    if model.kind == "autoregressive":
-        return batches
-    return batches * (num_times + (1 if model.kind == "continuous" else 0))  # + the continuous rounding term
 
 
 def eval_calls(model, request, settings: dict, num_samples: int, batch_size: int, data, reference,
@@ -91,7 +42,7 @@ def eval_calls(model, request, settings: dict, num_samples: int, batch_size: int
         return None
     total += reference is not None  # gen_ppl: one call of the reference
     if data is not None and nll_batches > 0:
-        total += nll_calls(model, min(nll_batches, len(data.val_dataloader())))
+        total += model.nll_calls(min(nll_batches, len(data.val_dataloader())))
     return total
 
 
@@ -112,7 +63,7 @@ def network_calls(model, desc: str, total: int | None = None, extra_models=(), s
     def count(module, args, output) -> None:  # returns None: a forward hook's result would replace the output
         bar.update(1)
 
-    handles = [net.register_forward_hook(count) for m in (model, *extra_models) if m is not None for net in _networks(m)]
+    handles = [net.register_forward_hook(count) for m in (model, *extra_models) if m is not None for net in m.networks()]
     try:
         yield bar
     finally:

@@ -7,6 +7,8 @@ It is both the comparison for DiffusionLM and the reference model that scores sa
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -14,10 +16,12 @@ from cdlm.control.request import Request
 from cdlm.data.tokenizer import encode
 from cdlm.models.base import LanguageModel
 from cdlm.models.config import OptimConfig
+from cdlm.models.registry import register
 from cdlm.networks import CausalLM, NetworkConfig, check_hparams
 from cdlm.sampling.base import Generation
 
 
+@register
 class AutoregressiveLM(LanguageModel):
     """A causal transformer LM.
 
@@ -82,6 +86,14 @@ class AutoregressiveLM(LanguageModel):
 
     def sampler_report(self, **settings) -> dict:
         return {"method": "autoregressive", "steps": self.hparams.seq_len, "restarts": 0}
+
+    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
+                       prefix: str | None = None) -> int | None:
+        prefix_tokens = len(encode(self.tokenizer, prefix)) if prefix else 0
+        return math.ceil(num_samples / max(batch_size, 1)) * max(self.hparams.seq_len - prefix_tokens, 0)  # one a token
+
+    def nll_calls(self, batches: int, num_times: int = 16) -> int:
+        return batches  # one causal pass scores every token
 
     @torch.no_grad()
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, temperature: float | None = None,

@@ -5,6 +5,7 @@ validation."""
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import time
@@ -15,11 +16,16 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from cdlm import hub
+from cdlm.checkpoints import check_state_dict, load_checkpoint
 from cdlm.control.attributes import AttributeVocab, parse_attributes
+from cdlm.control.request import Request
 from cdlm.data import corpus
 from cdlm.data.module import TextDataModule
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
 from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
+from cdlm.models.registry import MODEL_KEY
+from cdlm.sampling.base import Generation
 
 
 def flat_hparams(hparams: dict) -> dict:
@@ -125,11 +131,9 @@ class StepModule(L.LightningModule):
         return upgrade_flat_hparams(hparams, cls.GROUPS)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from cdlm.checkpoints import MODEL_KEY
-
         checkpoint[MODEL_KEY] = type(self).__name__
 
-    kind: str = ""  # LanguageModel's subclasses: "continuous", "masked" or "autoregressive"
+    kind: str = ""  # "continuous", "masked" or "autoregressive" (LanguageModel's subclasses), or "classifier"
     # where the model came from, when it was loaded (`cdlm.checkpoints`): written into model folders
     data_hparams: dict | None = None
     training_steps: int | None = None
@@ -139,37 +143,27 @@ class StepModule(L.LightningModule):
                         device: str | torch.device = "cpu"):
         """The model in a model folder (`save_pretrained`, `cdlm export`) or at a hub id ("user/name",
         at `revision`, through the hub's cache); safetensors, no pickle."""
-        from cdlm.hub import load
-
-        return load(path_or_id, device, revision, cache_dir, expect=cls)
+        return hub.load(path_or_id, device, revision, cache_dir, expect=cls)
 
     def save_pretrained(self, folder: str, metrics: dict | None = None, overwrite: bool = True):
         """Write this model as a model folder: weights, config, tokenizer and model card (`cdlm.hub`)."""
-        from cdlm.hub import save_pretrained
-
-        return save_pretrained(self, folder, metrics=metrics, overwrite=overwrite)
+        return hub.save_pretrained(self, folder, metrics=metrics, overwrite=overwrite)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
                     revision: str | None = None, commit_message: str | None = None, metrics: dict | None = None):
         """Upload this model as a model folder to the hub repository `repo_id` (`cdlm.hub.push_to_hub`)."""
-        from cdlm.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, private, token, revision, commit_message, metrics)
+        return hub.push_to_hub(self, repo_id, private, token, revision, commit_message, metrics)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
                              weights_only=None, **overrides):
         """Lightning's loader calls the `_instantiator` a checkpoint names; this one reads the file
         as data and builds the model from cdlm's registry (`cdlm.checkpoints.load_checkpoint`)."""
-        from cdlm.checkpoints import load_checkpoint
-
         if hparams_file is not None or strict is False:
             raise ValueError("cdlm checkpoints carry their hyperparameters and load strictly")
         return load_checkpoint(str(checkpoint_path), "cpu" if map_location is None else map_location, cls, **overrides)[0]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from cdlm.checkpoints import check_state_dict
-
         saved = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
         saved, mine = flat_hparams(self.upgrade_hparams(saved)), flat_hparams(dict(self.hparams))
         if "tokenizer_json" in saved and mine.get("tokenizer_json") is not None and saved["tokenizer_json"] != mine["tokenizer_json"] \
@@ -222,12 +216,39 @@ class StepModule(L.LightningModule):
             return self._loss(batch, "test")
 
 
-class LanguageModel(StepModule):
-    """Base class; subclasses build `self.net` and implement `_loss(batch, stage)`,
-    `sample_ids(num_samples, seed=..., ...) -> Generation`, `sequence_nll(ids) -> [B] nats` and
-    `sampler_report(**settings) -> dict` (what `eval` reports of the sampler)."""
+class LanguageModel(StepModule, abc.ABC):
+    """What the CLI, `evaluate`, the dashboard, the progress bar and the lab may ask of a language
+    model, declared once: they ask, they never probe. Subclasses build `self.net`, implement
+    `_loss(batch, stage)` and the abstract methods below, and declare `kind` and `left_to_right`."""
 
     left_to_right = False  # True: control beyond a prefix goes through rejection sampling
+
+    @abc.abstractmethod
+    def sample_ids(self, num_samples: int = 16, seed: int | None = None, request: Request | None = None,
+                   batch_size: int = 256, **options) -> Generation:
+        """Token ids [N, L] for a `request` (`cdlm.control.request.Request`), with the NFE."""
+
+    @abc.abstractmethod
+    def sequence_nll(self, ids: torch.Tensor) -> torch.Tensor:
+        """-log p(ids) in nats per sequence [B]: exact, or an upper bound (the diffusion models)."""
+
+    @abc.abstractmethod
+    def sampler_report(self, **settings) -> dict:
+        """The sampler settings `eval` reports beside its metrics."""
+
+    @abc.abstractmethod
+    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
+                       prefix: str | None = None) -> int | None:
+        """Network calls that `sample_ids(num_samples, batch_size=..., prefix=prefix, **settings)`
+        makes at most, or None when that is not known in advance (an adaptive solver)."""
+
+    def nll_calls(self, batches: int, num_times: int = 16) -> int:
+        """Network calls of `sequence_nll` over `batches` batches (`num_times` noise levels each)."""
+        return batches * num_times
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The networks whose forward calls are this model's network calls (sampling, scoring)."""
+        return [self.net]
     GROUPS = {"optim": OptimConfig}
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):
@@ -308,7 +329,8 @@ class LanguageModel(StepModule):
         start = time.perf_counter()
         texts = self.generate(n, seed=0)
         self.log("val/sample_seconds", time.perf_counter() - start, sync_dist=True)
-        if getattr(self.trainer.datamodule, "is_embedded", False):
+        data = self.trainer.datamodule
+        if isinstance(data, TextDataModule) and data.is_embedded:
             self.log("val/validity", corpus.validity(texts), prog_bar=True, sync_dist=True)
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
@@ -332,6 +354,9 @@ class DiffusionBase(LanguageModel):
 
     def init_ema(self) -> None:
         self.ema = copy.deepcopy(self.net).requires_grad_(False)
+
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.ema, self.net]  # sampling uses the EMA copy by default
 
     def optimizer_step(self, *args, **kwargs):
         # EMA follows each optimizer step inside the step itself, so a checkpoint saved at the end

@@ -14,10 +14,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cdlm.checkpoints import model_name, read_checkpoint
 from cdlm.control.attributes import AttributeVocab
 from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
-from cdlm.models.config import make_sde
+from cdlm.models.config import DiffusionTraining, make_sde
+from cdlm.models.diffusion import DiffusionLM
+from cdlm.models.registry import register
 from cdlm.networks import NoisyAttributeClassifier
 
 
@@ -25,6 +28,7 @@ def _vocab(tokenizer_json: str) -> dict[str, int]:
     return load_tokenizer(tokenizer_json).get_vocab()
 
 
+@register
 class AttributeClassifier(StepModule):
     """Independent yes/no logits for every attribute of the data, from x_t at any noise level.
 
@@ -43,6 +47,8 @@ class AttributeClassifier(StepModule):
     defaults here equal DiffusionLM's, so either way they hold.
     """
 
+    kind = "classifier"
+
     def __init__(
         self,
         diffusion_ckpt: str | None = None,
@@ -58,10 +64,6 @@ class AttributeClassifier(StepModule):
         diffusion: dict | None = None,
     ):
         super().__init__()
-        from cdlm.checkpoints import model_name, read_checkpoint
-        from cdlm.models.config import DiffusionTraining
-        from cdlm.models.diffusion import DiffusionLM
-
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")
         table = None

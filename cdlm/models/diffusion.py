@@ -13,10 +13,11 @@ import solvers
 from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
+from cdlm.models.registry import register
 from cdlm.models.time_warp import LossWarp
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, ScoreNetworkConfig, check_hparams
 from cdlm.sampling.base import noise_generator
-from cdlm.sampling.continuous import generate
+from cdlm.sampling.continuous import generate, restart_levels
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 from solvers import NoiseScaledVPSDE
@@ -25,6 +26,7 @@ from solvers import NoiseScaledVPSDE
 __all__ = ["DiffusionLM", "NoiseScaledVPSDE", "make_sde"]
 
 
+@register
 class DiffusionLM(DiffusionBase):
     """A continuous embedding-space diffusion language model.
 
@@ -283,6 +285,32 @@ class DiffusionLM(DiffusionBase):
         """The settings `eval` reports beside its metrics."""
         s = self.sampler.replace(**settings)
         return {"method": s.method, "steps": s.steps, "restarts": s.restarts, "self_condition_scale": s.self_condition_scale}
+
+    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
+                       prefix: str | None = None) -> int | None:
+        """Exact for the fixed-grid solvers: each pass's calls are counted by running the solver on
+        a zero denoiser (which costs nothing), plus the restarts and the rounding calls."""
+        s = self.sampler.replace(**{k: v for k, v in (settings or {}).items() if v is not None})
+        first = self._pass_calls(s.method, s.steps, 1.0)
+        if first is None:
+            return None
+        per_chunk = first + (s.rounding != "last")
+        for t in self.sde.t_from_log_snr(restart_levels(s)).tolist():
+            per_chunk += self._pass_calls(s.method, s.restart_steps, t) + (s.rounding != "last")
+        if s.self_condition_scale != 1 and self.net.self_condition:
+            per_chunk = 2 * per_chunk - 1  # two calls a step, but one at the first (no estimate yet)
+        return math.ceil(num_samples / max(batch_size, 1)) * per_chunk
+
+    def _pass_calls(self, method: str, steps: int, t_start: float) -> int | None:
+        """Denoiser calls of one `solvers.sample` pass, or None for an adaptive method."""
+        if solvers.method_info(method)["adaptive"]:
+            return None
+        x = torch.zeros(1, 1, 1, dtype=torch.float64)
+        return solvers.sample(lambda x_t, t: torch.zeros_like(x_t), self.sde, x, method=method, steps=steps,
+                              t_start=t_start, generator=torch.Generator().manual_seed(0)).nfe
+
+    def nll_calls(self, batches: int, num_times: int = 16) -> int:
+        return batches * (num_times + 1)  # + the rounding term
 
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True,
                    request: Request | None = None, clean_known: bool | None = None, clean_pad: bool | None = None,

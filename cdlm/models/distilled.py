@@ -21,8 +21,12 @@ import torch
 import torch.nn.functional as F
 
 import solvers
+from cdlm.checkpoints import build, model_name, read_checkpoint
+from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.config import DiffusionTraining, OptimConfig
 from cdlm.models.diffusion import DiffusionLM
+from cdlm.models.registry import register
+from cdlm.run_guards import LossGuard
 from cdlm.sampling.denoiser import Denoiser, KnownTokens
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import SamplerConfig
@@ -105,6 +109,7 @@ def ddim_grid(sde, steps: int) -> torch.Tensor:
     return solvers.make_grid(name, sde, steps, 1.0, float(sde.t_min_default))
 
 
+@register
 class DistilledDiffusionLM(DiffusionLM):
     """A DiffusionLM distilled from a trained one into a few-step DDIM sampler.
 
@@ -148,8 +153,6 @@ class DistilledDiffusionLM(DiffusionLM):
         compile: bool = False,
         teacher: dict | None = None,
     ):
-        from cdlm.checkpoints import build, model_name, read_checkpoint
-
         d = DistillationConfig.of(distill)
         first, model = teacher is None, None  # a reload carries `teacher`, and its weights in the state
         if first:
@@ -213,8 +216,6 @@ class DistilledDiffusionLM(DiffusionLM):
     @torch.no_grad()
     def _advance(self, round_: int) -> None:
         """A new round: its teacher is the last round's EMA student, and the student starts from it."""
-        from cdlm.run_guards import LossGuard
-
         self._set_teacher(self.ema)
         self.net.load_state_dict(self.ema.state_dict())
         self._round = round_
@@ -352,8 +353,6 @@ class DistilledDiffusionLM(DiffusionLM):
 
 
 def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attributes) -> None:
-    from cdlm.data.tokenizer import load_tokenizer
-
     if tokenizer_json is not None and tokenizer_json != h["tokenizer_json"] \
             and load_tokenizer(tokenizer_json).get_vocab() != load_tokenizer(h["tokenizer_json"]).get_vocab():
         raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the teacher's data settings")

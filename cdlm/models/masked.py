@@ -9,6 +9,7 @@ unmasks from all-mask (`cdlm.sampling.masked`).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -18,6 +19,7 @@ from cdlm.control.request import Request
 from cdlm.models.absorbing import alpha, nelbo_weight
 from cdlm.models.base import DiffusionBase
 from cdlm.models.config import ConditioningConfig, MaskedTraining, OptimConfig
+from cdlm.models.registry import register
 from cdlm.networks import MaskedNetwork, NetworkConfig, check_hparams
 from cdlm.sampling.masked import generate
 from cdlm.sampling.plan import Guidance, Plan
@@ -28,6 +30,7 @@ from cdlm.sampling.settings import MaskedSamplerConfig
 EPS = 1e-3
 
 
+@register
 class MaskedDiffusionLM(DiffusionBase):
     """A masked diffusion language model.
 
@@ -159,6 +162,11 @@ class MaskedDiffusionLM(DiffusionBase):
         """The settings `eval` reports beside its metrics."""
         s = self.sampler.replace(**settings)
         return {name: getattr(s, name) for name in s.used()}
+
+    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
+                       prefix: str | None = None) -> int | None:
+        steps = self.sampler.replace(**{k: v for k, v in (settings or {}).items() if v is not None}).steps
+        return math.ceil(num_samples / max(batch_size, 1)) * steps  # at most one call a step
 
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True,
                    request: Request | None = None, batch_size: int = 256, **options):

@@ -26,6 +26,13 @@ def clamp_hook(net: ScoreNetwork, sde, below_t: float):
 
 
 @torch.no_grad()
+def restart_levels(sampler: SamplerConfig) -> torch.Tensor:
+    """The log-SNR [restarts] each restart re-noises to: linear from `restart_log_snr` (the first)
+    to `restart_log_snr_end` (the last; None: the same level)."""
+    end = sampler.restart_log_snr if sampler.restart_log_snr_end is None else sampler.restart_log_snr_end
+    return torch.linspace(sampler.restart_log_snr, end, sampler.restarts, dtype=torch.float64)
+
+
 def generate(net: ScoreNetwork, sde, sampler: SamplerConfig, plan: Plan, generator: torch.Generator | None = None,
              batch_size: int = 256, solver_options: dict | None = None) -> Generation:
     """Sample the `plan`'s samples (`cdlm.sampling.plan.Plan`: known tokens, banned tokens,
@@ -60,9 +67,7 @@ def generate(net: ScoreNetwork, sde, sampler: SamplerConfig, plan: Plan, generat
     options = dict(solver_options or {})
     t_end = options.pop("t_end", None)
     t_end = float(sde.t_min_default if t_end is None else t_end)
-    end = sampler.restart_log_snr if sampler.restart_log_snr_end is None else sampler.restart_log_snr_end
-    levels = torch.linspace(sampler.restart_log_snr, end, max(sampler.restarts, 1), dtype=torch.float64)
-    t_restarts = [float(t) for t in sde.t_from_log_snr(levels)]
+    t_restarts = [float(t) for t in sde.t_from_log_snr(restart_levels(sampler))]
     x0_hook = clamp_hook(net, sde, sampler.clamp_below_t) if sampler.clamp_below_t > 0 else None
 
     def sample_chunk(rows: Plan) -> tuple[torch.Tensor, int]:
