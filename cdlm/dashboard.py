@@ -184,41 +184,23 @@ class Dashboard(Callback):
     def loss_vs_noise(self, model, kind: str, ids: torch.Tensor):
         fig, ax = _figure(6.4, 4.0)
         torch.manual_seed(0)  # the same noise at every validation: curves comparable across steps
-        if kind == "continuous":
+        curve = model.loss_by_noise_level(ids, self.noise_levels)
+        ax.plot(curve.levels, curve.loss, "o-", ms=3, label="validation (fixed times)" if kind == "continuous" else "validation")
+        warp = model.time_warp if kind == "continuous" else None
+        if warp is not None and bool(warp.seen.any()):
             sde = model.sde
-            # evenly spaced in log-SNR, from the end time of sampling to pure noise
-            ends = sde.log_snr(torch.tensor([float(sde.t_min_default), 1.0], dtype=torch.float64))
-            levels = torch.linspace(float(ends[1]), float(ends[0]), self.noise_levels, dtype=torch.float64)
-            t = sde.t_from_log_snr(levels).clamp(float(sde.t_min_default), 1.0).double()
-            ce = [float(model.diffusion_loss(model.net, ids, ti.expand(len(ids)).to(model.device), False)[0].mean())
-                  for ti in t]
-            log_snr = sde.log_snr(t).tolist()
-            ax.plot(log_snr, ce, "o-", ms=3, label="validation (fixed times)")
-            warp = model.time_warp
-            if warp is not None and bool(warp.seen.any()):
-                centres = (torch.arange(warp.bins, dtype=torch.float64) + 0.5) / warp.bins
-                seen = warp.seen.cpu()
-                x = sde.log_snr(centres)[seen].tolist()
-                ax.plot(x, warp.curve.cpu()[seen].tolist(), "-", lw=1.5, alpha=0.8, label="training (warp's running curve)")
-                share = ax.twinx()
-                share.fill_between(sde.log_snr(centres).tolist(), warp.probabilities().cpu().tolist(), step="mid",
-                                   alpha=0.15, color="grey")
-                share.set_ylabel("share of training times (warped)", color="grey")
-                share.set_ylim(bottom=0)
-            ax.set_xlabel("log-SNR  (noisier ←)")
-            ax.set_ylabel("cross-entropy, nats/token")
-            ax.set_title("loss against noise level")
-        else:
-            rates = torch.linspace(0.05, 1.0, self.noise_levels)
-            ce = []
-            for r in rates.tolist():
-                masked = torch.rand(ids.shape, device=ids.device) < r
-                masked[:, 0] |= ~masked.any(1)  # at least one masked position per text
-                ce.append(float(model.masked_nll(model.net, ids, masked).sum() / masked.sum()))
-            ax.plot(rates.tolist(), ce, "o-", ms=3, label="validation")
-            ax.set_xlabel("mask rate")
-            ax.set_ylabel("cross-entropy per masked token, nats")
-            ax.set_title("loss against noise level")
+            centres = (torch.arange(warp.bins, dtype=torch.float64) + 0.5) / warp.bins
+            seen = warp.seen.cpu()
+            x = sde.log_snr(centres)[seen].tolist()
+            ax.plot(x, warp.curve.cpu()[seen].tolist(), "-", lw=1.5, alpha=0.8, label="training (warp's running curve)")
+            share = ax.twinx()
+            share.fill_between(sde.log_snr(centres).tolist(), warp.probabilities().cpu().tolist(), step="mid",
+                               alpha=0.15, color="grey")
+            share.set_ylabel("share of training times (warped)", color="grey")
+            share.set_ylim(bottom=0)
+        ax.set_xlabel(curve.level_label)
+        ax.set_ylabel(curve.loss_label)
+        ax.set_title("loss against noise level")
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
         return _render(fig)

@@ -10,6 +10,7 @@ import copy
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -216,6 +217,17 @@ class StepModule(L.LightningModule):
             return self._loss(batch, "test")
 
 
+@dataclass
+class NoiseCurve:
+    """A model's loss on some texts at noise levels: what `level` means (its axis label) and what
+    the loss is per (its label)."""
+
+    levels: list[float]
+    loss: list[float]
+    level_label: str
+    loss_label: str
+
+
 class LanguageModel(StepModule, abc.ABC):
     """What the CLI, `evaluate`, the dashboard, the progress bar and the lab may ask of a language
     model, declared once: they ask, they never probe. Subclasses build `self.net`, implement
@@ -249,6 +261,11 @@ class LanguageModel(StepModule, abc.ABC):
     def networks(self) -> list[torch.nn.Module]:
         """The networks whose forward calls are this model's network calls (sampling, scoring)."""
         return [self.net]
+
+    def loss_by_noise_level(self, ids: torch.Tensor, num_levels: int) -> NoiseCurve | None:
+        """The training loss on `ids` [B, L] at `num_levels` noise levels, from little noise to all;
+        None for a model without noise (the autoregressive one)."""
+        return None
     GROUPS = {"optim": OptimConfig}
 
     def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):

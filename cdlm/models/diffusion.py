@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import solvers
 from cdlm.control.request import Request
-from cdlm.models.base import DiffusionBase
+from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
 from cdlm.models.registry import register
 from cdlm.models.time_warp import LossWarp
@@ -285,6 +285,16 @@ class DiffusionLM(DiffusionBase):
         """The settings `eval` reports beside its metrics."""
         s = self.sampler.replace(**settings)
         return {"method": s.method, "steps": s.steps, "restarts": s.restarts, "self_condition_scale": s.self_condition_scale}
+
+    @torch.no_grad()
+    def loss_by_noise_level(self, ids: torch.Tensor, num_levels: int) -> NoiseCurve:
+        """Evenly spaced in log-SNR, from the end time of sampling to pure noise."""
+        ends = self.sde.log_snr(torch.tensor([float(self.sde.t_min_default), 1.0], dtype=torch.float64))
+        levels = torch.linspace(float(ends[1]), float(ends[0]), num_levels, dtype=torch.float64)
+        t = self.sde.t_from_log_snr(levels).clamp(float(self.sde.t_min_default), 1.0).double()
+        loss = [float(self.diffusion_loss(self.net, ids, ti.expand(len(ids)).to(self.device), False)[0].mean())
+                for ti in t]
+        return NoiseCurve(self.sde.log_snr(t).tolist(), loss, "log-SNR  (noisier ←)", "cross-entropy, nats/token")
 
     def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
                        prefix: str | None = None) -> int | None:

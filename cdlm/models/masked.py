@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from cdlm.control.request import Request
 from cdlm.models.absorbing import alpha, nelbo_weight
-from cdlm.models.base import DiffusionBase
+from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, MaskedTraining, OptimConfig
 from cdlm.models.registry import register
 from cdlm.networks import MaskedNetwork, NetworkConfig, check_hparams
@@ -162,6 +162,16 @@ class MaskedDiffusionLM(DiffusionBase):
         """The settings `eval` reports beside its metrics."""
         s = self.sampler.replace(**settings)
         return {name: getattr(s, name) for name in s.used()}
+
+    @torch.no_grad()
+    def loss_by_noise_level(self, ids: torch.Tensor, num_levels: int) -> NoiseCurve:
+        rates = torch.linspace(0.05, 1.0, num_levels)
+        loss = []
+        for r in rates.tolist():
+            masked = torch.rand(ids.shape, device=ids.device) < r
+            masked[:, 0] |= ~masked.any(1)  # at least one masked position per text
+            loss.append(float(self.masked_nll(self.net, ids, masked).sum() / masked.sum()))
+        return NoiseCurve(rates.tolist(), loss, "mask rate", "cross-entropy per masked token, nats")
 
     def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
                        prefix: str | None = None) -> int | None:

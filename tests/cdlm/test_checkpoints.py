@@ -9,9 +9,9 @@ import torch
 
 from cdlm import AutoregressiveLM, DiffusionLM, MaskedDiffusionLM
 from cdlm.checkpoints import build, load_checkpoint, load_pretrained
+from cdlm.cli import main
 from cdlm.data.corpus import corpus_texts
 from cdlm.data.tokenizer import train_tokenizer
-from cdlm.cli import main
 from cdlm.hub import export
 from tests.cdlm.conftest import fails
 
