@@ -1,7 +1,7 @@
 """Checkpoints as data: reading, checking and writing cdlm's model files.
 
 A checkpoint never chooses what runs. Loading reads the file with `torch.load(weights_only=True)`
-(tensors and plain values only), looks the model up by name in `cdlm.models.registry` (cdlm's own classes),
+(tensors and plain values only), looks the model up by name in `cdlm.registry` (cdlm's own classes),
 checks every hyperparameter against that class's signature and every tensor against the
 freshly built model, and only then copies the weights in. Anything else is a one-line
 `ValueError`.
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from cdlm.models.registry import MODEL_KEY, model_class, models
+from cdlm.registry import MODEL_KEY, model_class, models
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"

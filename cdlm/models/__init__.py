@@ -1,6 +1,6 @@
 """The Lightning models, side by side on one backbone: continuous diffusion, masked diffusion,
 autoregressive, and the attribute classifier that guides a trained diffusion model. Loaded on
-first use, so that importing one model (or `cdlm.models.registry`) imports no other."""
+first use, so that importing one model imports no other."""
 
 import importlib
 

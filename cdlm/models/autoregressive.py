@@ -16,8 +16,8 @@ from cdlm.control.request import Request
 from cdlm.data.tokenizer import encode
 from cdlm.models.base import LanguageModel
 from cdlm.models.config import OptimConfig
-from cdlm.models.registry import register
 from cdlm.networks import CausalLM, NetworkConfig, check_hparams
+from cdlm.registry import register
 from cdlm.sampling.base import Generation
 
 

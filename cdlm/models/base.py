@@ -25,7 +25,7 @@ from cdlm.data import corpus
 from cdlm.data.module import TextDataModule
 from cdlm.data.tokenizer import PAD, decode, load_tokenizer
 from cdlm.models.config import ConditioningConfig, OptimConfig, upgrade_flat_hparams
-from cdlm.models.registry import MODEL_KEY
+from cdlm.registry import MODEL_KEY
 from cdlm.sampling.base import Generation
 
 

@@ -20,8 +20,8 @@ from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
 from cdlm.models.config import DiffusionTraining, make_sde
 from cdlm.models.diffusion import DiffusionLM
-from cdlm.models.registry import register
 from cdlm.networks import NoisyAttributeClassifier
+from cdlm.registry import register
 
 
 def _vocab(tokenizer_json: str) -> dict[str, int]:

@@ -13,9 +13,9 @@ import solvers
 from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
-from cdlm.models.registry import register
 from cdlm.models.time_warp import LossWarp
 from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, ScoreNetworkConfig, check_hparams
+from cdlm.registry import register
 from cdlm.sampling.base import noise_generator
 from cdlm.sampling.continuous import generate, restart_levels
 from cdlm.sampling.plan import Guidance, Plan

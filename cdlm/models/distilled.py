@@ -25,7 +25,7 @@ from cdlm.checkpoints import build, model_name, read_checkpoint
 from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.config import DiffusionTraining, OptimConfig
 from cdlm.models.diffusion import DiffusionLM
-from cdlm.models.registry import register
+from cdlm.registry import register
 from cdlm.run_guards import LossGuard
 from cdlm.sampling.denoiser import Denoiser, KnownTokens
 from cdlm.sampling.plan import Guidance, Plan

@@ -19,8 +19,8 @@ from cdlm.control.request import Request
 from cdlm.models.absorbing import alpha, nelbo_weight
 from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, MaskedTraining, OptimConfig
-from cdlm.models.registry import register
 from cdlm.networks import MaskedNetwork, NetworkConfig, check_hparams
+from cdlm.registry import register
 from cdlm.sampling.masked import generate
 from cdlm.sampling.plan import Guidance, Plan
 from cdlm.sampling.settings import MaskedSamplerConfig

@@ -1,8 +1,8 @@
 """The models by name: each model class registers itself with `@register`, and a checkpoint names
 its class by the name recorded under `MODEL_KEY`. This module imports no model: the first lookup
 imports every module of `cdlm.models` once (so their `@register` lines run), as `solvers`' method
-registry fills when its method modules are imported. Nothing that models import can therefore
-import a model back."""
+registry fills when its method modules are imported. It stands below the models, so checkpoints
+and the hub, which the models use, look models up without importing one."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def register(cls: type) -> type:
 def _discover() -> None:
     global _discovered
     if not _discovered:
-        for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-            importlib.import_module(f"{__package__}.{module.name}")
+        for module in pkgutil.iter_modules([str(Path(__file__).parent / "models")]):
+            importlib.import_module(f"cdlm.models.{module.name}")
         _discovered = True
 
 
