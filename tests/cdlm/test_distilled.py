@@ -82,7 +82,7 @@ def test_fit_from_a_teacher_then_sample_alone(tmp_path, tiny_ckpt):
 
     folder = _fit_student(tmp_path, tiny_ckpt, "--trainer.max_steps=9")
     student, _ = load_checkpoint(str(folder / "last.ckpt"))
-    assert isinstance(student, DistilledDiffusionLM) and student.hparams.teacher["embed_dim"] == 8
+    assert isinstance(student, DistilledDiffusionLM) and student.hparams.teacher["network"]["embed_dim"] == 8
     assert student.sampler.steps == 1 and student.sampler.restarts == 0
     assert student.sample_ids(4, seed=0).nfe == 1  # rounding "last": NFE = steps
     assert student.sample_ids(4, seed=0, steps=4, length="data").nfe == 4
