@@ -20,7 +20,7 @@ from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
 from cdlm.models.config import DiffusionTraining, make_sde
 from cdlm.models.diffusion import DiffusionLM
-from cdlm.networks import NoisyAttributeClassifier
+from cdlm.networks import NoisyAttributeClassifier, ScoreNetworkConfig
 from cdlm.registry import register
 
 
@@ -78,7 +78,7 @@ class AttributeClassifier(StepModule):
                 raise ValueError(f"the data's tokenizer differs from the one in {diffusion_ckpt!r}; use the same data settings")
             if h["seq_len"] != seq_len:
                 raise ValueError(f"seq_len={seq_len} but {diffusion_ckpt!r} was trained with seq_len={h['seq_len']}")
-            table = self._embedding_table(ckpt)
+            table = self._embedding_table(ckpt["state_dict"], ScoreNetworkConfig.of(h.get("network")))
             t = DiffusionTraining.of(h.get("training"))
             diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": t.schedule,
                          "log_snr_min": t.log_snr_min, "log_snr_max": t.log_snr_max, "noise_scale": t.noise_scale}
@@ -92,11 +92,10 @@ class AttributeClassifier(StepModule):
         self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attributes), width, depth, heads, seq_len)
 
     @staticmethod
-    def _embedding_table(ckpt: dict) -> torch.Tensor:
+    def _embedding_table(state: dict, network: ScoreNetworkConfig) -> torch.Tensor:
         """The EMA network's embedding table, normalised as the diffusion model uses it."""
-        state, h = ckpt["state_dict"], ckpt["hyper_parameters"]
         weight = state["ema.embedding.weight"].float()
-        if h.get("normalize_embeddings", True):
+        if network.normalize_embeddings:
             weight = F.normalize(weight, dim=-1) * math.sqrt(weight.shape[1])
         return weight
 

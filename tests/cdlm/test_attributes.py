@@ -198,6 +198,20 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
         other.sample_ids(2, steps=3, attributes={"food": "french"}, classifier=clf)
 
 
+def test_the_classifier_sees_the_embeddings_as_the_diffusion_model_uses_them(tmp_path):
+    """Unnormalised embeddings stay unnormalised: the classifier reads the network group."""
+    from cdlm.models.classifier import AttributeClassifier
+
+    dm = TextDataModule(num_examples=50, batch_size=16, condition_column="mr")
+    model = DiffusionLM(tokenizer_json=dm.tokenizer_json(),
+                        network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8, "normalize_embeddings": False})
+    path = tmp_path / "diffusion.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    clf = AttributeClassifier(str(path), dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1, heads=2)
+    assert torch.equal(clf.embedding, model.ema.embedding.weight.detach())
+    assert not torch.allclose(clf.embedding.norm(dim=-1), torch.full((clf.embedding.shape[0],), 8 ** 0.5))
+
+
 def test_last_rounding_saves_one_call_per_pass_and_restart_levels_anneal():
     dm = TextDataModule(num_examples=64)
     model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
