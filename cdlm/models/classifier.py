@@ -42,9 +42,7 @@ class AttributeClassifier(StepModule):
         diffusion: what was read from `diffusion_ckpt` (embedding shape, schedule); leave it
             unset, a reloaded classifier carries it.
 
-    From the CLI, arguments that DiffusionLM also has (width, depth, heads) keep DiffusionLM's
-    values unless given: jsonargparse carries init args across a change of class_path. The
-    defaults here equal DiffusionLM's, so either way they hold.
+    The defaults of width, depth and heads equal those of DiffusionLM's network.
     """
 
     kind = "classifier"

@@ -63,8 +63,10 @@ class MaskedDiffusionLM(DiffusionBase):
         compile: run the network and its EMA under torch.compile (measured slower on CPU; see
             benchmarks/bench_throughput.py).
 
-    Shared arguments have DiffusionLM's defaults: `cdlm fit --model cdlm.MaskedDiffusionLM`
-    carries DiffusionLM's values across the change of class unless given.
+    Shared arguments have DiffusionLM's defaults. A change of class on the command line
+    (`--model cdlm.MaskedDiffusionLM` after a continuous config) carries the plain arguments and
+    the groups both classes type alike (`optim`, `conditioning`); `network` and `training` are
+    other types here and start from their defaults, so give them after the class.
     """
 
     GROUPS = {"network": NetworkConfig, "training": MaskedTraining, "optim": OptimConfig,
