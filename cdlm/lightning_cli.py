@@ -7,6 +7,7 @@ writes samples.)"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from cdlm.models.base import StepModule
 
 RUNS = "runs"  # where named runs keep their logs and checkpoints
 _NOISE = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>", "Does not validate against any")
@@ -119,6 +122,27 @@ class CDLMCLI(LightningCLI):
                 enable_version_counter=False))  # one last.ckpt; a rerun into the folder refuses unless --overwrite
             kwargs["callbacks"] = callbacks
         return kwargs
+
+    def before_instantiate_classes(self) -> None:
+        # A model made from another's checkpoint (a distilled student, a guiding classifier) has
+        # its class read that checkpoint here: its constructor reads no file.
+        self._start_model = None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.get("model")
+        if model is None or not model.get("class_path"):
+            return
+        module, _, name = str(model.class_path).rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if isinstance(cls, type) and issubclass(cls, StepModule):
+            init = model.init_args
+            added, self._start_model = cls.arguments_from_checkpoints(init.as_dict())
+            for key, value in added.items():
+                init[key] = value
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self._start_model is not None:
+            self._start_model(self.model)
 
     def instantiate_trainer(self, **kwargs):
         from lightning.pytorch.callbacks import LearningRateMonitor

@@ -9,7 +9,7 @@ import abc
 import copy
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import lightning as L
@@ -130,6 +130,14 @@ class StepModule(L.LightningModule):
     def upgrade_hparams(cls, hparams: dict) -> dict:
         """A checkpoint's hyperparameters from before the groups, with the flat names folded in."""
         return upgrade_flat_hparams(hparams, cls.GROUPS)
+
+    @classmethod
+    def arguments_from_checkpoints(cls, arguments: dict) -> tuple[dict, Callable | None]:
+        """For `cdlm fit`: the constructor arguments this model takes from another model's
+        checkpoint that `arguments` (the command line's) name, read before it is built (a
+        constructor reads no file), and what to do with the built model (start it from the
+        other's weights); ({}, None) for a model built from its arguments alone."""
+        return {}, None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[MODEL_KEY] = type(self).__name__

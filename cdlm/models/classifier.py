@@ -9,18 +9,18 @@ of a diffusion model that was never trained with attributes.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from cdlm.checkpoints import model_name, read_checkpoint
 from cdlm.control.attributes import AttributeVocab
 from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
-from cdlm.models.config import DiffusionTraining, make_sde
-from cdlm.models.diffusion import DiffusionLM
-from cdlm.networks import NoisyAttributeClassifier, ScoreNetworkConfig
+from cdlm.models.config import make_sde
+from cdlm.models.diffusion import DiffusionLM, read_diffusion_model
+from cdlm.networks import NoisyAttributeClassifier
 from cdlm.registry import register
 
 
@@ -33,14 +33,16 @@ class AttributeClassifier(StepModule):
     """Independent yes/no logits for every attribute of the data, from x_t at any noise level.
 
     Args:
-        diffusion_ckpt: the DiffusionLM checkpoint whose (EMA) embeddings and noise schedule the
-            classifier sees; they are copied in, so the classifier's own checkpoint stands alone.
+        diffusion: the embedding shape and noise schedule of the DiffusionLM whose (EMA) embeddings
+            the classifier sees. `from_diffusion` (in Python) and `cdlm fit --model.diffusion_ckpt`
+            read them, and copy its embedding table in (`start_from`), so the classifier's own
+            checkpoint stands alone; a reloaded classifier carries both.
         tokenizer_json, seq_len, attributes: filled in from the data module by the CLI (the
             data needs a `condition_column`); the tokenizer must be the diffusion model's.
         width, depth, heads: the classifier transformer.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
-        diffusion: what was read from `diffusion_ckpt` (embedding shape, schedule); leave it
-            unset, a reloaded classifier carries it.
+        diffusion_ckpt: the DiffusionLM checkpoint `cdlm fit` reads (`arguments_from_checkpoints`,
+            before the classifier is built); recorded, never read by the constructor.
 
     The defaults of width, depth and heads equal those of DiffusionLM's network.
     """
@@ -49,7 +51,7 @@ class AttributeClassifier(StepModule):
 
     def __init__(
         self,
-        diffusion_ckpt: str | None = None,
+        diffusion: dict | None = None,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
         attributes: list[str] | None = None,
@@ -59,43 +61,56 @@ class AttributeClassifier(StepModule):
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 200,
-        diffusion: dict | None = None,
+        diffusion_ckpt: str | None = None,
     ):
         super().__init__()
         if not attributes:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")
-        table = None
-        if diffusion is None:  # first construction; a reload has this in its hparams and the table in its state
-            if diffusion_ckpt is None:
-                raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint)")
-            ckpt = read_checkpoint(diffusion_ckpt)
-            if model_name(ckpt, diffusion_ckpt) != "DiffusionLM":
-                raise ValueError(f"checkpoint {diffusion_ckpt!r} is not a DiffusionLM checkpoint")
-            h = DiffusionLM.upgrade_hparams(ckpt["hyper_parameters"])
-            if tokenizer_json is not None and _vocab(tokenizer_json) != _vocab(h["tokenizer_json"]):
-                raise ValueError(f"the data's tokenizer differs from the one in {diffusion_ckpt!r}; use the same data settings")
-            if h["seq_len"] != seq_len:
-                raise ValueError(f"seq_len={seq_len} but {diffusion_ckpt!r} was trained with seq_len={h['seq_len']}")
-            table = self._embedding_table(ckpt["state_dict"], ScoreNetworkConfig.of(h.get("network")))
-            t = DiffusionTraining.of(h.get("training"))
-            diffusion = {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": t.schedule,
-                         "log_snr_min": t.log_snr_min, "log_snr_max": t.log_snr_max, "noise_scale": t.noise_scale}
+        if diffusion is None:
+            raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint); "
+                             "in Python, AttributeClassifier.from_diffusion(model_or_checkpoint, ...)")
         self.save_hyperparameters()
-        self.hparams.diffusion = diffusion
         self.attribute_vocab = AttributeVocab(attributes)
         self.sde = make_sde(diffusion["schedule"], diffusion["log_snr_min"], diffusion["log_snr_max"],
                             diffusion.get("noise_scale", 1.0))
-        shape = (diffusion["num_embeddings"], diffusion["embed_dim"])
-        self.register_buffer("embedding", table if table is not None else torch.zeros(shape))
+        # the diffusion model's table: `start_from` copies it in, a reload has it in its state
+        self.register_buffer("embedding", torch.zeros(diffusion["num_embeddings"], diffusion["embed_dim"]))
         self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attributes), width, depth, heads, seq_len)
 
-    @staticmethod
-    def _embedding_table(state: dict, network: ScoreNetworkConfig) -> torch.Tensor:
-        """The EMA network's embedding table, normalised as the diffusion model uses it."""
-        weight = state["ema.embedding.weight"].float()
-        if network.normalize_embeddings:
-            weight = F.normalize(weight, dim=-1) * math.sqrt(weight.shape[1])
-        return weight
+    @classmethod
+    def from_diffusion(cls, diffusion: DiffusionLM | str, **settings) -> AttributeClassifier:
+        """A classifier on the embeddings and noise schedule of `diffusion` (a DiffusionLM, or the
+        path of its checkpoint); `settings` are the constructor's other arguments (tokenizer_json
+        and seq_len default to the diffusion model's, and must match it when given)."""
+        source = diffusion if isinstance(diffusion, str) else "the diffusion model"
+        model = read_diffusion_model(diffusion, "diffusion_ckpt") if isinstance(diffusion, str) else diffusion
+        given = {"tokenizer_json": model.hparams.tokenizer_json, "seq_len": model.hparams.seq_len,
+                 "diffusion_ckpt": diffusion if isinstance(diffusion, str) else None,
+                 **{k: v for k, v in settings.items() if v is not None}}
+        classifier = cls(diffusion=diffusion_summary(model), **given)
+        classifier.start_from(model, source)
+        return classifier
+
+    @classmethod
+    def arguments_from_checkpoints(cls, arguments: dict) -> tuple[dict, Callable | None]:
+        """For `cdlm fit`: the diffusion model's embedding shape and schedule read from
+        `diffusion_ckpt`, and the classifier's start from its embeddings (`start_from`)."""
+        path = arguments.get("diffusion_ckpt")
+        if arguments.get("diffusion") is not None or path is None:
+            return {}, None
+        model = read_diffusion_model(path, "diffusion_ckpt")
+        return {"diffusion": diffusion_summary(model)}, partial(cls.start_from, diffusion=model, source=path)
+
+    @torch.no_grad()
+    def start_from(self, diffusion: DiffusionLM, source: str = "the diffusion model") -> None:
+        """Copy in the diffusion model's (EMA) embedding table, as it uses it; its tokenizer and
+        sequence length must be this classifier's."""
+        h = diffusion.hparams
+        if self.hparams.tokenizer_json is not None and _vocab(self.hparams.tokenizer_json) != _vocab(h.tokenizer_json):
+            raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the same data settings")
+        if h.seq_len != self.hparams.seq_len:
+            raise ValueError(f"seq_len={self.hparams.seq_len} but {source!r} was trained with seq_len={h.seq_len}")
+        self.embedding.copy_(diffusion.ema.embedding.table().float())
 
     def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
         return self.net(x_t, log_snr)
@@ -128,3 +143,11 @@ class AttributeClassifier(StepModule):
         opt = torch.optim.AdamW(self.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / h.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def diffusion_summary(model: DiffusionLM) -> dict:
+    """What a classifier keeps of its diffusion model: the embedding shape and the noise schedule."""
+    t = model.training_config
+    table = model.ema.embedding.weight
+    return {"num_embeddings": table.shape[0], "embed_dim": table.shape[1], "schedule": t.schedule,
+            "log_snr_min": t.log_snr_min, "log_snr_max": t.log_snr_max, "noise_scale": t.noise_scale}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import solvers
+from cdlm.checkpoints import build, model_name, read_checkpoint
 from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
@@ -23,7 +24,7 @@ from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 from solvers import NoiseScaledVPSDE
 
 # NoiseScaledVPSDE (now in solvers) and make_sde (now in cdlm.models.config) stay importable from here
-__all__ = ["DiffusionLM", "NoiseScaledVPSDE", "make_sde"]
+__all__ = ["DiffusionLM", "NoiseScaledVPSDE", "make_sde", "read_diffusion_model"]
 
 
 @register
@@ -393,3 +394,13 @@ class DiffusionLM(DiffusionBase):
         c = request.constraints(self.tokenizer, self.hparams.seq_len)
         return Plan.build(num_samples, self.hparams.seq_len, None if c is None else c.known_ids,
                           None if c is None else c.logit_bias, lengths, self.pad_id, guidance, clean)
+
+
+def read_diffusion_model(path: str, flag: str) -> DiffusionLM:
+    """The DiffusionLM (not a student of one) in the checkpoint `path`, which `flag` gave; checked
+    as every checkpoint is (`cdlm.checkpoints`)."""
+    ckpt = read_checkpoint(path)
+    name = model_name(ckpt, path)
+    if name != "DiffusionLM":
+        raise ValueError(f"{flag} {path!r} is not a DiffusionLM checkpoint (its model: {name})")
+    return build(name, ckpt["hyper_parameters"], ckpt["state_dict"], path)

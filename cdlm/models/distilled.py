@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 import solvers
-from cdlm.checkpoints import build, model_name, read_checkpoint
 from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.config import DiffusionTraining, OptimConfig
-from cdlm.models.diffusion import DiffusionLM
+from cdlm.models.diffusion import DiffusionLM, read_diffusion_model
 from cdlm.registry import register
 from cdlm.run_guards import LossGuard
 from cdlm.sampling.denoiser import Denoiser, KnownTokens
@@ -35,7 +36,7 @@ from cdlm.settings import Settings, count, number, setting
 TEACHER_KEY = "cdlm_distill_teacher"  # the checkpoint entry holding the current round's teacher (resume only)
 # what the student sets itself, not the teacher's values
 _OWN = ("tokenizer_json", "seq_len", "attributes", "length_counts", "val_samples", "compile", "ema_decay", "optim",
-        "sampler", "_instantiator", "_class_path")
+        "_instantiator", "_class_path")
 
 
 def _power_of_two(v) -> bool:
@@ -114,8 +115,10 @@ class DistilledDiffusionLM(DiffusionLM):
     """A DiffusionLM distilled from a trained one into a few-step DDIM sampler.
 
     Args:
-        teacher_ckpt: the DiffusionLM checkpoint to distil; its hyperparameters are copied in
-            (`teacher`), so the student's checkpoint stands alone.
+        teacher: the teacher's hyperparameters, copied in so that the student's checkpoint stands
+            alone. `from_teacher` (in Python) and `cdlm fit --model.teacher_ckpt` read them from
+            the teacher, and start the student from its weights (`start_from`); a reloaded
+            student carries them.
         tokenizer_json, seq_len, attributes: filled in from the data module by the CLI; they must
             be the teacher's.
         distill: the rounds and the loss (`DistillationConfig`).
@@ -124,8 +127,8 @@ class DistilledDiffusionLM(DiffusionLM):
         sampler: the default sampler; None: DDIM at `distill.final_steps`, the teacher's
             score temperature, no restarts, tokens read off the last call (rounding "last": NFE = steps).
         val_samples, length_counts, compile: as DiffusionLM's (length_counts default to the teacher's).
-        teacher: the teacher's hyperparameters, read from `teacher_ckpt`; leave it unset, a
-            reloaded student carries it.
+        teacher_ckpt: the DiffusionLM checkpoint `cdlm fit` distils (`arguments_from_checkpoints`
+            reads it before the student is built); recorded, never read by the constructor.
 
     Self-conditioning is fed as sampling feeds it: at step i > 0 of its grid the student sees its
     own estimate from step i − 1, so training reaches x_t by the student's own DDIM step from the
@@ -140,7 +143,7 @@ class DistilledDiffusionLM(DiffusionLM):
 
     def __init__(
         self,
-        teacher_ckpt: str | None = None,
+        teacher: dict | None = None,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
         attributes: list[str] | None = None,
@@ -151,29 +154,18 @@ class DistilledDiffusionLM(DiffusionLM):
         val_samples: int = 64,
         length_counts: list[int] | None = None,
         compile: bool = False,
-        teacher: dict | None = None,
+        teacher_ckpt: str | None = None,
     ):
         d = DistillationConfig.of(distill)
-        first, model = teacher is None, None  # a reload carries `teacher`, and its weights in the state
-        if first:
-            if teacher_ckpt is None:
-                raise ValueError("DistilledDiffusionLM needs --model.teacher_ckpt (a trained DiffusionLM checkpoint)")
-            ckpt = read_checkpoint(teacher_ckpt)
-            if model_name(ckpt, teacher_ckpt) != "DiffusionLM":
-                raise ValueError(f"teacher_ckpt {teacher_ckpt!r} is not a DiffusionLM checkpoint (its model: "
-                                 f"{model_name(ckpt, teacher_ckpt)})")
-            full = DiffusionLM.upgrade_hparams(dict(ckpt["hyper_parameters"]))
-            _check_matches(full, teacher_ckpt, tokenizer_json, seq_len, attributes)
-            tokenizer_json, seq_len = full["tokenizer_json"], full["seq_len"]
-            length_counts = full.get("length_counts") if length_counts is None else length_counts
-            teacher = {k: v for k, v in full.items() if k not in _OWN}
-            model = build("DiffusionLM", ckpt["hyper_parameters"], ckpt["state_dict"], teacher_ckpt)  # checks it all
+        if teacher is None:
+            raise ValueError("DistilledDiffusionLM needs --model.teacher_ckpt (a trained DiffusionLM checkpoint); "
+                             "in Python, DistilledDiffusionLM.from_teacher(model_or_checkpoint)")
         if not isinstance(teacher, dict):
             raise ValueError(f"teacher must be the teacher's hyperparameters (a mapping), got {type(teacher).__name__}")
         teacher = DiffusionLM.upgrade_hparams(teacher)  # a student saved before the teacher's groups existed
         training = DiffusionTraining.of(teacher.get("training"))
         if sampler is None:  # (a reload carries the one it was built with)
-            score_temperature = SamplerConfig.of(full.get("sampler") if first else None).score_temperature
+            score_temperature = SamplerConfig.of(teacher.get("sampler")).score_temperature
             sampler = SamplerConfig(method="ddim", steps=d.final_steps, score_temperature=score_temperature,
                                     rounding="last")
         super().__init__(
@@ -187,15 +179,48 @@ class DistilledDiffusionLM(DiffusionLM):
         self.teacher_training = training
         self.hparams.clear()  # DiffusionLM's arguments: this class's own replace them
         self.save_hyperparameters(ignore=["distill", "optim", "sampler"])
-        # what was read from the teacher: LightningCLI has `save_hyperparameters` store the given arguments
-        self.hparams.update(teacher=teacher, tokenizer_json=tokenizer_json, length_counts=length_counts)
+        self.hparams.teacher = teacher
         self.store_groups(distill=d, sampler=self.sampler)
         self._round = 0
         self._teacher_box: list = []  # not a submodule: the student's state_dict stays a DiffusionLM's
-        if model is not None:  # the student and its EMA start as the teacher
-            self._set_teacher(model.ema)
-            self.net.load_state_dict(model.ema.state_dict())
-            self.ema.load_state_dict(model.ema.state_dict())
+
+    @classmethod
+    def from_teacher(cls, teacher: DiffusionLM | str, **settings) -> DistilledDiffusionLM:
+        """A student of `teacher` (a DiffusionLM, or the path of its checkpoint) that starts as its
+        EMA network; `settings` are the constructor's other arguments (tokenizer_json, seq_len and
+        attributes default to the teacher's, and must match it when given)."""
+        source = teacher if isinstance(teacher, str) else "the teacher"
+        model = read_diffusion_model(teacher, "teacher_ckpt") if isinstance(teacher, str) else teacher
+        full = dict(model.hparams)
+        given = {"tokenizer_json": full["tokenizer_json"], "seq_len": full["seq_len"],
+                 "attributes": full.get("attributes"), "length_counts": full.get("length_counts"),
+                 **{k: v for k, v in settings.items() if v is not None}}
+        student = cls(**teacher_arguments(full, source, given))
+        student.start_from(model, source)
+        return student
+
+    @classmethod
+    def arguments_from_checkpoints(cls, arguments: dict) -> tuple[dict, Callable | None]:
+        """For `cdlm fit`: the teacher's hyperparameters (and length counts, unless given) read
+        from `teacher_ckpt`, and the student's start from the teacher (`start_from`)."""
+        path = arguments.get("teacher_ckpt")
+        if arguments.get("teacher") is not None or path is None:
+            return {}, None
+        model = read_diffusion_model(path, "teacher_ckpt")
+        full = dict(model.hparams)
+        return {"teacher": {k: v for k, v in full.items() if k not in _OWN},
+                "length_counts": arguments.get("length_counts") or full.get("length_counts")}, \
+            partial(cls.start_from, teacher=model, source=path)
+
+    @torch.no_grad()
+    def start_from(self, teacher: DiffusionLM, source: str = "the teacher") -> None:
+        """The student and its EMA start as the teacher's EMA network, which teaches the first round;
+        the data the student was built for must be the teacher's."""
+        full = dict(teacher.hparams)
+        _check_matches(full, source, self.hparams.tokenizer_json, self.hparams.seq_len, self.hparams.attributes)
+        self._set_teacher(teacher.ema)
+        self.net.load_state_dict(teacher.ema.state_dict())
+        self.ema.load_state_dict(teacher.ema.state_dict())
 
     @staticmethod
     def upgrade_hparams(hparams: dict) -> dict:
@@ -350,6 +375,15 @@ class DistilledDiffusionLM(DiffusionLM):
             super().on_validation_epoch_end()
         finally:
             self.sampler = final
+
+
+def teacher_arguments(full: dict, source: str, given: dict) -> dict:
+    """The student's constructor arguments: `given`, with the teacher's hyperparameters (`full`,
+    less what the student sets itself) as `teacher`, and the teacher's length counts unless given."""
+    _check_matches(full, source, given.get("tokenizer_json"), given.get("seq_len"), given.get("attributes"))
+    return {**given, "teacher": {k: v for k, v in full.items() if k not in _OWN},
+            "length_counts": given.get("length_counts") or full.get("length_counts"),
+            "teacher_ckpt": given.get("teacher_ckpt") or (source if source != "the teacher" else None)}
 
 
 def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attributes) -> None:

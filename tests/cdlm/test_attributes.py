@@ -155,7 +155,8 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     path = tmp_path / "diffusion.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    clf = AttributeClassifier(str(path), dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1, heads=2)
+    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(),
+                                         width=32, depth=1, heads=2)
     assert torch.allclose(clf.embedding, model.ema.embedding.table())
     trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
@@ -207,9 +208,16 @@ def test_the_classifier_sees_the_embeddings_as_the_diffusion_model_uses_them(tmp
                         network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8, "normalize_embeddings": False})
     path = tmp_path / "diffusion.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    clf = AttributeClassifier(str(path), dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1, heads=2)
+    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(),
+                                         width=32, depth=1, heads=2)
     assert torch.equal(clf.embedding, model.ema.embedding.weight.detach())
     assert not torch.allclose(clf.embedding.norm(dim=-1), torch.full((clf.embedding.shape[0],), 8 ** 0.5))
+    # `cdlm fit --model.diffusion_ckpt` reads the checkpoint before building, then starts the classifier
+    added, start = AttributeClassifier.arguments_from_checkpoints({"diffusion_ckpt": str(path)})
+    cli = AttributeClassifier(tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1,
+                              heads=2, diffusion_ckpt=str(path), **added)
+    start(cli)
+    assert dict(cli.hparams) == dict(clf.hparams) and torch.equal(cli.embedding, clf.embedding)
 
 
 def test_last_rounding_saves_one_call_per_pass_and_restart_levels_anneal():

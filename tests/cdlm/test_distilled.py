@@ -50,7 +50,7 @@ def test_student_starts_as_the_teacher(tiny_ckpt):
     from cdlm.checkpoints import load_checkpoint
 
     teacher = load_checkpoint(str(tiny_ckpt))[0]
-    student = DistilledDiffusionLM(teacher_ckpt=str(tiny_ckpt))
+    student = DistilledDiffusionLM.from_teacher(str(tiny_ckpt))
     for name, value in teacher.ema.state_dict().items():
         torch.testing.assert_close(student.net.state_dict()[name], value)
         torch.testing.assert_close(student.ema.state_dict()[name], value)
@@ -58,6 +58,24 @@ def test_student_starts_as_the_teacher(tiny_ckpt):
     assert not student.net.embedding.weight.requires_grad  # targets live in the teacher's embedding space
     mse, ce = student.distillation_loss(torch.randint(0, 20, (6, 40)), 4, known_lengths=True)
     assert mse.shape == ce.shape == (6,) and bool(torch.isfinite(mse).all() & torch.isfinite(ce).all())
+
+
+def test_the_command_line_builds_the_student_that_from_teacher_builds(tiny_ckpt):
+    """`cdlm fit --model.teacher_ckpt` reads the teacher before the student is built (its class's
+    `arguments_from_checkpoints`), then starts it from the teacher: as `from_teacher` does."""
+    from cdlm.checkpoints import load_checkpoint
+
+    teacher = load_checkpoint(str(tiny_ckpt))[0]
+    added, start = DistilledDiffusionLM.arguments_from_checkpoints({"teacher_ckpt": str(tiny_ckpt)})
+    student = DistilledDiffusionLM(tokenizer_json=teacher.hparams.tokenizer_json, seq_len=teacher.hparams.seq_len,
+                                   teacher_ckpt=str(tiny_ckpt), **added)
+    start(student)
+    reference = DistilledDiffusionLM.from_teacher(str(tiny_ckpt))
+    assert dict(student.hparams) == dict(reference.hparams)
+    for (name, value), other in zip(student.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(value, other, msg=name)
+    torch.testing.assert_close(student.teacher_net.state_dict(), teacher.ema.state_dict())
+    assert DistilledDiffusionLM.arguments_from_checkpoints({"teacher_ckpt": str(tiny_ckpt), "teacher": {}}) == ({}, None)
 
 
 def _fit_student(tmp_path, teacher, *extra):
@@ -101,9 +119,9 @@ def test_bad_input_is_one_line(tmp_path, tiny_ckpt, capsys):
     other = tmp_path / "ar.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {}, "cdlm_model": "AutoregressiveLM"}, other)
     with pytest.raises(ValueError, match=r"not a DiffusionLM checkpoint \(its model: AutoregressiveLM\)"):
-        DistilledDiffusionLM(teacher_ckpt=str(other))
+        DistilledDiffusionLM.from_teacher(str(other))
     with pytest.raises(ValueError, match="seq_len=24 but"):
-        DistilledDiffusionLM(teacher_ckpt=str(tiny_ckpt), seq_len=24)
+        DistilledDiffusionLM.from_teacher(str(tiny_ckpt), seq_len=24)
     with pytest.raises(ValueError, match="final_steps must be a power of two, got 3"):
         DistillationConfig(final_steps=3)
     with pytest.raises(ValueError, match="final_steps=8 must divide start_steps=4"):
@@ -122,7 +140,7 @@ def test_a_new_round_resets_the_loss_guard(tiny_ckpt):
 
     guard = LossGuard()
     guard.average, guard.minimum, guard.seen = 1.0, 0.01, 50
-    student = DistilledDiffusionLM(teacher_ckpt=str(tiny_ckpt))
+    student = DistilledDiffusionLM.from_teacher(str(tiny_ckpt))
     student._trainer = SimpleNamespace(callbacks=[guard])
     student._advance(1)
     assert (guard.average, guard.seen, student.student_steps) == (None, 0, DistillationConfig().start_steps // 2)

@@ -82,3 +82,19 @@ def test_no_class_of_the_data_side_is_over_400_lines():
             if name.startswith("cdlm.data") for node in ast.walk(_tree(path))
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 400]
     assert long == []
+
+
+def test_no_model_constructor_reads_a_file():
+    """A model made from another's checkpoint is built by a class method (`from_teacher`,
+    `from_diffusion`), or by `cdlm fit` through `arguments_from_checkpoints`: never its constructor."""
+    readers = {"read_checkpoint", "load_checkpoint", "load_pretrained", "read_diffusion_model", "build", "load", "open"}
+    found = []
+    for name, path in MODULES.items():
+        if not name.startswith("cdlm.models"):
+            continue
+        for cls in (n for n in ast.walk(_tree(path)) if isinstance(n, ast.ClassDef)):
+            for init in (f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"):
+                calls = {c.func.attr if isinstance(c.func, ast.Attribute) else getattr(c.func, "id", "")
+                         for c in ast.walk(init) if isinstance(c, ast.Call)}
+                found += [f"{name}.{cls.name}: {call}" for call in sorted(calls & readers)]
+    assert found == []
