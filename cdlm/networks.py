@@ -47,8 +47,11 @@ def check_hparams(**values) -> None:
 
 @dataclass(frozen=True)
 class NetworkConfig(Settings):
-    """The transformer's shape, one group for every model (`--model.network.width 64`, YAML
-    `network: {width: 64}`): what `Backbone` is built from."""
+    """A model's network, one group for every model (`--model.network.width 64`, YAML
+    `network: {width: 64}`): the backbone's shape, which all three models share, then the
+    embedding the continuous model diffuses in and how its score network's output is read
+    (`ScoreNetwork`; the masked and autoregressive networks do not read these). One type for all,
+    so that a change of model class on the command line keeps the shape given before it."""
 
     what = "network setting"
 
@@ -59,31 +62,22 @@ class NetworkConfig(Settings):
     loops: int = setting(1, "run the blocks this many times with tied weights (a looped transformer)")
     positions: str = setting("learned", "how the network knows where a token is: learned, alibi (attention biased "
                                         "by distance), learned_alibi, or rotary")
+    embed_dim: int = setting(16, "continuous model: token embedding dimension d (the space the diffusion runs in)")
+    normalize_embeddings: bool = setting(True, "continuous model: keep every embedding at norm sqrt(d)")
+    interpolate: bool = setting(True, "continuous model: x0 = softmax(logits)·E (score interpolation) instead of a "
+                                      "direct x0 head")
+    output_prior: float = setting(0.0, "continuous model: weight of the closed-form skip logits c·x_t·Eᵀ (Plaid, "
+                                       "LangFlow) added to the network's logits (0: off)")
+    posterior_input: bool = setting(False, "continuous model: also read the closed-form per-token posterior "
+                                           "p(token | x_t) (BFN's input)")
 
     def __post_init__(self):
         check_hparams(width=self.width, depth=self.depth, heads=self.heads, dropout=self.dropout, loops=self.loops,
-                      positions=self.positions)
+                      positions=self.positions, embed_dim=self.embed_dim)
         if self.width % self.heads:
             raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
         if self.positions == "rotary" and (self.width // self.heads) % 2:
             raise ValueError(f"positions=rotary needs an even head size, got width/heads = {self.width // self.heads}")
-
-
-@dataclass(frozen=True)
-class ScoreNetworkConfig(NetworkConfig):
-    """The continuous model's network: the backbone's shape, plus the embedding it diffuses in and
-    how its output is read (`ScoreNetwork`)."""
-
-    embed_dim: int = setting(16, "token embedding dimension d (the space the diffusion runs in)")
-    normalize_embeddings: bool = setting(True, "keep every embedding at norm sqrt(d)")
-    interpolate: bool = setting(True, "x0 = softmax(logits)·E (score interpolation) instead of a direct x0 head")
-    output_prior: float = setting(0.0, "weight of the closed-form skip logits c·x_t·Eᵀ (Plaid, LangFlow) added to the "
-                                       "network's logits (0: off)")
-    posterior_input: bool = setting(False, "also read the closed-form per-token posterior p(token | x_t) (BFN's input)")
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_hparams(embed_dim=self.embed_dim)
         if not (isinstance(self.output_prior, (int, float)) and math.isfinite(self.output_prior)
                 and self.output_prior >= 0):
             raise ValueError(f"output_prior must be a finite number >= 0, got {self.output_prior}")
@@ -318,7 +312,7 @@ class ScoreNetwork(nn.Module):
     to it instead of the whole answer. `forward(prior_weight=...)` overrides w (a training ramp).
     """
 
-    def __init__(self, vocab_size: int, max_len: int, network: ScoreNetworkConfig, self_condition: bool = True,
+    def __init__(self, vocab_size: int, max_len: int, network: NetworkConfig, self_condition: bool = True,
                  num_attributes: int = 0):
         super().__init__()
         embed_dim, width = network.embed_dim, network.width

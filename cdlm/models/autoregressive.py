@@ -29,7 +29,8 @@ class AutoregressiveLM(LanguageModel):
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
         network: the transformer's shape (`cdlm.networks.NetworkConfig`: width, depth, heads,
-            dropout, loops, positions), the backbone DiffusionLM's shares; the key/value cache is
+            dropout, loops, positions; the continuous model's embedding and output fields are not
+            read), the backbone DiffusionLM's shares; the key/value cache is
             exact for every kind of positions.
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.

@@ -1,7 +1,7 @@
 """The models' hyperparameter groups, each declared once: how every model is optimised
 (`OptimConfig`), how the diffusion models learn attribute conditions (`ConditioningConfig`), and
 how the continuous and masked models are trained (`DiffusionTraining`, `MaskedTraining`); the
-networks' shapes are `cdlm.networks.NetworkConfig` and `ScoreNetworkConfig`. A group is one constructor parameter
+networks are `cdlm.networks.NetworkConfig`. A group is one constructor parameter
 (`DiffusionLM(optim=OptimConfig(lr=3e-3))`, `--model.optim.lr 3e-3`, YAML `optim: {lr: 3e-3}`)
 and is stored in checkpoints as plain values."""
 

@@ -15,7 +15,7 @@ from cdlm.control.request import Request
 from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
-from cdlm.networks import CLEAN_LOG_SNR, ScoreNetwork, ScoreNetworkConfig, check_hparams
+from cdlm.networks import CLEAN_LOG_SNR, NetworkConfig, ScoreNetwork, check_hparams
 from cdlm.registry import register
 from cdlm.sampling.base import noise_generator
 from cdlm.sampling.continuous import generate, restart_levels
@@ -34,7 +34,7 @@ class DiffusionLM(DiffusionBase):
     Args:
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
-        network: the score network's shape (`cdlm.networks.ScoreNetworkConfig`): width, depth,
+        network: the score network's shape (`cdlm.networks.NetworkConfig`): width, depth,
             heads, dropout, loops (blocks run again with tied weights), positions (learned,
             alibi, learned_alibi, rotary), the embedding dimension d and its normalisation,
             score interpolation (x0 = softmax(logits)·E) or a direct x0 head, the closed-form
@@ -61,7 +61,7 @@ class DiffusionLM(DiffusionBase):
     mapping of its fields, and is stored in `hparams` as plain values.
     """
 
-    GROUPS = {"network": ScoreNetworkConfig, "training": DiffusionTraining, "optim": OptimConfig,
+    GROUPS = {"network": NetworkConfig, "training": DiffusionTraining, "optim": OptimConfig,
               "conditioning": ConditioningConfig}
     kind = "continuous"  # what the model is, for callers that treat the three alike (`LanguageModel.kind`)
 
@@ -69,7 +69,7 @@ class DiffusionLM(DiffusionBase):
         self,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        network: ScoreNetworkConfig | None = None,
+        network: NetworkConfig | None = None,
         training: DiffusionTraining | None = None,
         optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
@@ -81,7 +81,7 @@ class DiffusionLM(DiffusionBase):
         compile: bool = False,
     ):
         super().__init__(tokenizer_json, attributes, optim, conditioning)
-        self.network = ScoreNetworkConfig.of(network)
+        self.network = NetworkConfig.of(network)
         self.sampler = SamplerConfig.of(sampler)
         self.training_config = t = DiffusionTraining.of(training)
         check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network's config checked its own fields

@@ -38,7 +38,8 @@ class MaskedDiffusionLM(DiffusionBase):
         tokenizer_json: the tokenizer as a JSON string (filled in from the data module by the CLI).
         seq_len: sequence length (must equal the data module's).
         network: the bidirectional transformer's shape (`cdlm.networks.NetworkConfig`: width,
-            depth, heads, dropout, loops, positions), as DiffusionLM's; no time input.
+            depth, heads, dropout, loops, positions), as DiffusionLM's; no time input (the
+            continuous model's embedding and output fields are not read).
         training: the absorbing process and the NELBO estimator (`cdlm.models.config.MaskedTraining`).
             `schedule` is α_t, the probability a token is unmasked at time t
             (`cdlm.models.absorbing`): "mask_linear" (1 - t) or "mask_cosine" (cos(πt/2)); the old
@@ -65,8 +66,8 @@ class MaskedDiffusionLM(DiffusionBase):
 
     Shared arguments have DiffusionLM's defaults. A change of class on the command line
     (`--model cdlm.MaskedDiffusionLM` after a continuous config) carries the plain arguments and
-    the groups both classes type alike (`optim`, `conditioning`); `network` and `training` are
-    other types here and start from their defaults, so give them after the class.
+    the groups both classes type alike (`network`, `optim`, `conditioning`); `training` is another
+    type here and starts from its defaults.
     """
 
     GROUPS = {"network": NetworkConfig, "training": MaskedTraining, "optim": OptimConfig,

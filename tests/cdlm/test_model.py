@@ -1,11 +1,11 @@
 import torch
 
-from cdlm.networks import CausalLM, NetworkConfig, ScoreNetwork, ScoreNetworkConfig, TokenEmbedding
+from cdlm.networks import CausalLM, NetworkConfig, ScoreNetwork, TokenEmbedding
 
 
 def test_score_network_shapes_and_interpolation():
     torch.manual_seed(0)
-    net = ScoreNetwork(11, 12, ScoreNetworkConfig(embed_dim=8, width=32, depth=2, heads=4))
+    net = ScoreNetwork(11, 12, NetworkConfig(embed_dim=8, width=32, depth=2, heads=4))
     x_t = torch.randn(3, 12, 8)
     logits, x0 = net(x_t, torch.tensor([-5.0, 0.0, 2.0]))
     assert logits.shape == (3, 12, 11) and x0.shape == (3, 12, 8)
@@ -27,7 +27,7 @@ def test_embedding_norm_and_nearest_round_trip():
 
 def test_bidirectional_vs_causal():
     torch.manual_seed(0)
-    net = ScoreNetwork(5, 6, ScoreNetworkConfig(embed_dim=4, width=16, depth=1, heads=2))
+    net = ScoreNetwork(5, 6, NetworkConfig(embed_dim=4, width=16, depth=1, heads=2))
     x = torch.randn(1, 6, 4)
     y = x.clone()
     y[0, -1] += 1.0

@@ -62,7 +62,7 @@ def test_hparams_carry_the_final_metrics_and_no_placeholder(run):
         assert "final/val/validity" in metrics  # the embedded corpus
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     hparams = dict(start.hparams)
-    assert hparams["model/width"].number_value == 32 and hparams["data/dataset"].string_value == "embedded"
+    assert hparams["model/network.width"].number_value == 32 and hparams["data/dataset"].string_value == "embedded"
     assert hparams["model/class"].string_value.endswith("LM") and "model/tokenizer_json" not in hparams
     final = events.Scalars("final/val/loss")
     assert len(final) == 1 and final[0].step == 20
