@@ -42,7 +42,7 @@ from cdlm.models.base import LanguageModel, flat_hparams
 from cdlm.private_api import drop_hp_metric_placeholder
 
 # hyperparameters too long or too structured for the HParams table (their size is logged instead)
-_LONG_HPARAMS = ("tokenizer_json", "length_counts", "attributes", "diffusion")
+_LONG_HPARAMS = ("tokenizer_json", "length_counts", "attribute_names", "diffusion")
 _DEFAULT_METHODS = {"continuous": ("default", "ddim", "dpmpp_2m"), "masked": ("low_confidence", "ancestral", "semi_ar")}
 FIGURES = ("figures/loss_vs_noise", "figures/quality_vs_nfe", "figures/denoising", "figures/context")
 

@@ -195,7 +195,7 @@ def evaluate(model, request=None, settings: dict | None = None, num_samples: int
         result["constraint_satisfaction"] = float(constraints.satisfied(gen.ids).float().mean())
     if requests is not None:
         requests = requests[: len(texts)]
-        if not model.left_to_right and model.hparams.get("attributes"):
+        if not model.left_to_right and model.hparams.get("attribute_names"):
             result["guidance_scale"] = model.conditioning.guidance_scale if request.guidance_scale is None else request.guidance_scale
         if request.classifier is not None:
             result["classifier_scale"] = request.classifier_scale

@@ -40,7 +40,7 @@ def _tokenizer_json(data) -> str:  # named functions, not lambdas: spawn strateg
 
 
 def _attribute_names(data) -> list[str] | None:
-    return data.spec.attributes
+    return data.spec.attribute_names
 
 
 def _seq_len(data) -> int:
@@ -82,7 +82,7 @@ class CDLMCLI(LightningCLI):
         parser.set_defaults({"model": {"class_path": "cdlm.DiffusionLM"}})
         parser.link_arguments("data", "model.init_args.seq_len", compute_fn=_seq_len, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.tokenizer_json", compute_fn=_tokenizer_json, apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.attributes", compute_fn=_attribute_names, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.attribute_names", compute_fn=_attribute_names, apply_on="instantiate")
         parser.add_argument("--name", type=str | None, default=None,
                             help="the run's name: TensorBoard logs in ROOT/NAME/version_N, checkpoints in ROOT/NAME/checkpoints, "
                                  "ROOT being --trainer.default_root_dir or runs (default: the --config file's name; a logger "

@@ -91,12 +91,13 @@ def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -
     return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
 
 
-def attribute_condition(layer: nn.Linear | None, attributes: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """[B, 1, width]: the summed embeddings of multi-hot attributes [B, A] (all zeros: unconditional),
-    broadcast over the sequence; None without an attribute layer or attributes."""
-    if layer is None or attributes is None:
+def attribute_condition(layer: nn.Linear | None, attribute_rows: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """[B, 1, width]: the summed embeddings of the multi-hot `attribute_rows` [B, A] (the
+    attributes a text has; all zeros: unconditional), broadcast over the sequence; None without an
+    attribute layer or rows."""
+    if layer is None or attribute_rows is None:
         return None
-    return layer(attributes.to(dtype))[:, None, :]
+    return layer(attribute_rows.to(dtype))[:, None, :]
 
 
 class Block(nn.Module):
@@ -299,7 +300,7 @@ class ScoreNetwork(nn.Module):
     With `interpolate`, x0 = softmax(logits / τ)·E ("score interpolation", CDCD/Plaid): the
     estimate stays in the span of the embeddings; otherwise a linear head predicts x0 directly.
 
-    With `num_attributes`, multi-hot attributes [B, A] (`cdlm.control.attributes`) add their summed
+    With `num_attributes`, multi-hot `attribute_rows` [B, A] (`cdlm.data.attributes`) add their summed
     embeddings to the time conditioning; all zeros (or None) is the unconditional model.
 
     With `posterior_input` the network also reads the closed-form per-token posterior p(w | x_t)
@@ -336,7 +337,7 @@ class ScoreNetwork(nn.Module):
         log_snr: torch.Tensor,
         x0_prev: torch.Tensor | None = None,
         temperature: float = 1.0,
-        attributes: torch.Tensor | None = None,
+        attribute_rows: torch.Tensor | None = None,
         prior_weight: float | torch.Tensor | None = None,
         return_x0: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -353,7 +354,7 @@ class ScoreNetwork(nn.Module):
         cond = self.time(sinusoidal_features(log_snr.reshape(-1) * 50.0, self.inp.out_features).to(x_t.dtype))
         # [B, 1, width] broadcasts over the sequence; [B, L, width] gives each token its own level
         cond = cond.view(x_t.shape[0], 1 if per_sequence else x_t.shape[1], -1)
-        extra = attribute_condition(self.attribute, attributes, cond.dtype)
+        extra = attribute_condition(self.attribute, attribute_rows, cond.dtype)
         if extra is not None:
             cond = cond + extra
         h = self.inp(x_in) + cond
@@ -398,7 +399,7 @@ class PosteriorNetwork(nn.Module):
         self.register_buffer("log_prior", log_prior.float().log_softmax(-1))
 
     def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor, x0_prev: torch.Tensor | None = None,
-                temperature: float = 1.0, attributes: torch.Tensor | None = None, prior_weight=None,
+                temperature: float = 1.0, attribute_rows: torch.Tensor | None = None, prior_weight=None,
                 return_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         lam = log_snr.double()
         alpha, var = torch.sigmoid(lam).sqrt(), torch.sigmoid(-lam)  # VP: α² = sigmoid(λ), σ² = sigmoid(-λ)
@@ -421,7 +422,7 @@ class MaskedNetwork(nn.Module):
     (MDLM: time conditioning is unnecessary). The head never predicts the mask token (SUBS: its
     logit is -inf by construction); embeddings are tied as in `CausalLM`.
 
-    With `num_attributes`, multi-hot attributes [B, A] condition every block (adaLN) as in
+    With `num_attributes`, multi-hot `attribute_rows` [B, A] condition every block (adaLN) as in
     `ScoreNetwork`; all zeros (or None) is the unconditional model.
     """
 
@@ -433,9 +434,9 @@ class MaskedNetwork(nn.Module):
         self.attribute = nn.Linear(num_attributes, network.width, bias=False) if num_attributes else None
         self.backbone = Backbone(network, max_len, conditioned=num_attributes > 0)
 
-    def forward(self, z: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, attribute_rows: torch.Tensor | None = None) -> torch.Tensor:
         h = self.embedding(z)
-        cond = attribute_condition(self.attribute, attributes, h.dtype)
+        cond = attribute_condition(self.attribute, attribute_rows, h.dtype)
         if self.attribute is not None and cond is None:
             cond = h.new_zeros(h.shape[0], 1, h.shape[2])  # the unconditional model
         h = self.backbone(h if cond is None else h + cond, cond)

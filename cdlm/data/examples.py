@@ -17,7 +17,7 @@ from cdlm.data.tokenizer import PAD, encode
 
 def encode_sentences(tokenizer, texts: list[str], seq_len: int, truncate: bool, split: str = "training",
                      conditions: list[str] | None = None, attribute_vocab: AttributeVocab | None = None) -> TensorDataset:
-    """(ids, mask[, attributes]) of one text per row, padded to `seq_len`; `conditions` (meaning
+    """(ids, mask[, attribute rows]) of one text per row, padded to `seq_len`; `conditions` (meaning
     representations) become multi-hot rows of `attribute_vocab`."""
     pad = tokenizer.token_to_id(PAD)
     encoded = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -28,8 +28,8 @@ def encode_sentences(tokenizer, texts: list[str], seq_len: int, truncate: bool, 
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     if conditions is None:
         return TensorDataset(ids, ids != pad)
-    attributes = attribute_vocab.encode([parse_mr(c) for c in conditions], strict=False)
-    return TensorDataset(ids, ids != pad, attributes)
+    attribute_rows = attribute_vocab.encode([parse_mr(c) for c in conditions], strict=False)
+    return TensorDataset(ids, ids != pad, attribute_rows)
 
 
 def check_lengths(lengths: list[int], seq_len: int, truncate: bool, split: str) -> None:

@@ -76,7 +76,7 @@ def cut_width(lengths: torch.Tensor, seq_len: int) -> int:
 
 
 def cut_padding(rows: list) -> list:
-    """Collate sentence examples (ids, mask[, attributes]) and cut them to `cut_width`: the
+    """Collate sentence examples (ids, mask[, attribute rows]) and cut them to `cut_width`: the
     length-bucketing loader's collate."""
     ids, mask, *rest = default_collate(rows)
     keep = cut_width(mask.sum(1), ids.shape[1])

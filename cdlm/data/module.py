@@ -34,7 +34,7 @@ class TextDataModule(L.LightningDataModule):
         condition_column: column holding each text's meaning representation ("name[x], food[y]")
             for attribute-conditioned training (`cdlm.data.attributes`); for the embedded corpus
             any name (e.g. "mr") gives the generator's records. Batches then carry a third tensor,
-            the multi-hot attributes.
+            the multi-hot attribute rows.
         tokenizer: "word", "bpe" or "char" (trained on the training split), or a tokenizer.json path;
             None chooses from the data (`choose_tokenizer`: word level for short-line corpora,
             BPE for prose; the embedded corpus takes word level).
@@ -109,7 +109,7 @@ class TextDataModule(L.LightningDataModule):
         if spec is not None:
             data._spec = spec
             data._tokenizer = load_tokenizer(spec.tokenizer_json)
-            data._attribute_vocab = AttributeVocab(spec.attributes) if spec.attributes else None
+            data._attribute_vocab = AttributeVocab(spec.attribute_names) if spec.attribute_names else None
         return data
 
     @property

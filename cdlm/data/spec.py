@@ -17,7 +17,7 @@ class DataSpec:
 
     tokenizer_json: str
     seq_len: int
-    attributes: list[str] | None = None
+    attribute_names: list[str] | None = None
     length_counts: list[int] | None = None
 
     def __post_init__(self):
@@ -29,5 +29,5 @@ class DataSpec:
         """The spec a model was built from, out of its (a checkpoint's) hyperparameters."""
         if hparams.get("tokenizer_json") is None:
             raise ValueError("the model's hyperparameters hold no tokenizer_json: not a model built from data")
-        return cls(hparams["tokenizer_json"], hparams["seq_len"], hparams.get("attributes") or None,
+        return cls(hparams["tokenizer_json"], hparams["seq_len"], hparams.get("attribute_names") or None,
                    hparams.get("length_counts"))

@@ -35,7 +35,7 @@ class AutoregressiveLM(LanguageModel):
         optim: the optimizer and its schedule (`cdlm.models.config.OptimConfig`), as DiffusionLM's.
         sample_temperature: softmax temperature of ancestral sampling.
         val_samples: samples generated and logged at each validation (0 disables).
-        attributes: the data's attribute vocabulary (filled in by the CLI). The baseline is not
+        attribute_names: the data's attribute vocabulary (filled in by the CLI). The baseline is not
             conditioned on it: attribute control for a left-to-right model is rejection sampling.
         compile: run the network under torch.compile (training, validation, recompute sampling;
             KV-cache decoding stays eager: its growing cache would recompile every step).
@@ -54,10 +54,10 @@ class AutoregressiveLM(LanguageModel):
         optim: OptimConfig | None = None,
         sample_temperature: float = 1.0,
         val_samples: int = 64,
-        attributes: list[str] | None = None,
+        attribute_names: list[str] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes, optim)
+        super().__init__(tokenizer_json, attribute_names, optim)
         self.network = NetworkConfig.of(network)
         check_hparams(seq_len=seq_len)  # the network's config checked its own fields
         self.save_hyperparameters()

@@ -276,14 +276,15 @@ class LanguageModel(StepModule, abc.ABC):
         return None
     GROUPS = {"optim": OptimConfig}
 
-    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None, optim: OptimConfig | None = None):
+    def __init__(self, tokenizer_json: str | None, attribute_names: list[str] | None = None,
+                 optim: OptimConfig | None = None):
         super().__init__()
         self.optim = OptimConfig.of(optim)
         if tokenizer_json is None:
             raise ValueError(f"{type(self).__name__} needs a tokenizer (JSON string); the CLI takes it from the data module")
         self.tokenizer = load_tokenizer(tokenizer_json)
         self.pad_id = self.tokenizer.token_to_id(PAD)
-        self.attribute_vocab = AttributeVocab(attributes) if attributes else None
+        self.attribute_vocab = AttributeVocab(attribute_names) if attribute_names else None
 
     def store_groups(self, **groups) -> None:
         """After `save_hyperparameters`: the optimizer's group and `groups` as plain values, so that
@@ -372,9 +373,9 @@ class DiffusionBase(LanguageModel):
 
     GROUPS = {"optim": OptimConfig, "conditioning": ConditioningConfig}
 
-    def __init__(self, tokenizer_json: str | None, attributes: list[str] | None = None,
+    def __init__(self, tokenizer_json: str | None, attribute_names: list[str] | None = None,
                  optim: OptimConfig | None = None, conditioning: ConditioningConfig | None = None):
-        super().__init__(tokenizer_json, attributes, optim)
+        super().__init__(tokenizer_json, attribute_names, optim)
         self.conditioning = ConditioningConfig.of(conditioning)
 
     def init_ema(self) -> None:
@@ -421,16 +422,17 @@ class DiffusionBase(LanguageModel):
         return requests
 
     def attribute_rows(self, attributes, num_samples: int) -> torch.Tensor:
-        """Multi-hot conditions [N, A] on the model's device for `attributes` (see `attribute_requests`)."""
+        """Multi-hot rows [N, A] on the model's device for the requested `attributes` (see
+        `attribute_requests`): what the network is conditioned on."""
         requests = self.attribute_requests(attributes, num_samples)
         if self.attribute_vocab is None:
             raise ValueError("this model was trained without attributes (fit with --data.condition_column)")
         return self.attribute_vocab.encode(requests).to(self.device)
 
-    def drop_attributes(self, attributes: torch.Tensor) -> torch.Tensor:
-        """Training conditions: each attribute dropped with `attribute_dropout`, all of an
+    def drop_attribute_rows(self, attribute_rows: torch.Tensor) -> torch.Tensor:
+        """Training conditions: each attribute of the rows dropped with `attribute_dropout`, all of an
         example's with `condition_dropout` (the unconditional model, for guidance)."""
         h = self.conditioning
-        keep = torch.rand(attributes.shape, device=attributes.device) >= h.attribute_dropout
-        keep &= torch.rand(attributes.shape[0], 1, device=attributes.device) >= h.condition_dropout
-        return attributes * keep
+        keep = torch.rand(attribute_rows.shape, device=attribute_rows.device) >= h.attribute_dropout
+        keep &= torch.rand(attribute_rows.shape[0], 1, device=attribute_rows.device) >= h.condition_dropout
+        return attribute_rows * keep

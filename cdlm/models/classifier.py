@@ -37,7 +37,7 @@ class AttributeClassifier(StepModule):
             the classifier sees. `from_diffusion` (in Python) and `cdlm fit --model.diffusion_ckpt`
             read them, and copy its embedding table in (`start_from`), so the classifier's own
             checkpoint stands alone; a reloaded classifier carries both.
-        tokenizer_json, seq_len, attributes: filled in from the data module by the CLI (the
+        tokenizer_json, seq_len, attribute_names: filled in from the data module by the CLI (the
             data needs a `condition_column`); the tokenizer must be the diffusion model's.
         width, depth, heads: the classifier transformer.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
@@ -54,7 +54,7 @@ class AttributeClassifier(StepModule):
         diffusion: dict | None = None,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        attributes: list[str] | None = None,
+        attribute_names: list[str] | None = None,
         width: int = 128,
         depth: int = 4,
         heads: int = 4,
@@ -64,18 +64,18 @@ class AttributeClassifier(StepModule):
         diffusion_ckpt: str | None = None,
     ):
         super().__init__()
-        if not attributes:
+        if not attribute_names:
             raise ValueError("AttributeClassifier needs attributes: fit it with --data.condition_column")
         if diffusion is None:
             raise ValueError("AttributeClassifier needs --model.diffusion_ckpt (a trained DiffusionLM checkpoint); "
                              "in Python, AttributeClassifier.from_diffusion(model_or_checkpoint, ...)")
         self.save_hyperparameters()
-        self.attribute_vocab = AttributeVocab(attributes)
+        self.attribute_vocab = AttributeVocab(attribute_names)
         self.sde = make_sde(diffusion["schedule"], diffusion["log_snr_min"], diffusion["log_snr_max"],
                             diffusion.get("noise_scale", 1.0))
         # the diffusion model's table: `start_from` copies it in, a reload has it in its state
         self.register_buffer("embedding", torch.zeros(diffusion["num_embeddings"], diffusion["embed_dim"]))
-        self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attributes), width, depth, heads, seq_len)
+        self.net = NoisyAttributeClassifier(diffusion["embed_dim"], len(attribute_names), width, depth, heads, seq_len)
 
     @classmethod
     def from_diffusion(cls, diffusion: DiffusionLM | str, **settings) -> AttributeClassifier:

@@ -165,12 +165,22 @@ class MaskedTraining(Settings):
         _choice(self, "objective", MASKED_OBJECTIVES)
 
 
+# hyperparameters renamed since checkpoints were written with them: old name → new name
+RENAMED = {"attributes": "attribute_names"}
+
+
+def rename_old_hparams(hparams: dict) -> dict:
+    """A checkpoint's hyperparameters under their current names (`RENAMED`)."""
+    return {RENAMED.get(k, k): v for k, v in hparams.items()}
+
+
 def upgrade_flat_hparams(hparams: dict, groups: dict[str, type[Settings]]) -> dict:
     """A checkpoint's hyperparameters with the flat names it had before `groups` ({group: its
-    settings class}) existed folded into those groups (the optimizer's name was `optimizer`)."""
+    settings class}) existed folded into those groups (the optimizer's name was `optimizer`),
+    and renamed ones under their new names."""
     def flat_names(group: str, config: type[Settings]) -> dict[str, str]:
         if group == "optim":
             return {"optimizer": "name", **{n: n for n in config.names() if n != "name"}}
         return {n: n for n in config.names()}
 
-    return fold_flat_names(hparams, {group: flat_names(group, config) for group, config in groups.items()})
+    return fold_flat_names(rename_old_hparams(hparams), {group: flat_names(group, config) for group, config in groups.items()})

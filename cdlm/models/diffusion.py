@@ -49,8 +49,8 @@ class DiffusionLM(DiffusionBase):
         sampler: the default sampler settings (`cdlm.sampling.settings.SamplerConfig`) of
             `generate`, validation samples and `cdlm sample`/`eval`.
         val_samples: samples generated and logged at each validation (0 disables).
-        attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
-            `condition_column`): the network is then conditioned on each text's attributes.
+        attribute_names: the data's attribute vocabulary (filled in by the CLI from a data module
+            with `condition_column`): the network is then conditioned on each text's attributes.
         conditioning: how attributes are learnt and guided (`cdlm.models.config.ConditioningConfig`).
         length_counts: how many training texts have 0..seq_len tokens, filled in from the data
             module when training starts; `generate(length="data")` draws lengths from it.
@@ -75,12 +75,12 @@ class DiffusionLM(DiffusionBase):
         ema_decay: float = 0.999,
         sampler: SamplerConfig | None = None,
         val_samples: int = 64,
-        attributes: list[str] | None = None,
+        attribute_names: list[str] | None = None,
         conditioning: ConditioningConfig | None = None,
         length_counts: list[int] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes, optim, conditioning)
+        super().__init__(tokenizer_json, attribute_names, optim, conditioning)
         self.network = NetworkConfig.of(network)
         self.sampler = SamplerConfig.of(sampler)
         self.training_config = t = DiffusionTraining.of(training)
@@ -146,13 +146,13 @@ class DiffusionLM(DiffusionBase):
         return times, clean if known is None else known | clean, rows
 
     def diffusion_loss(self, net: ScoreNetwork, ids: torch.Tensor, t: torch.Tensor, self_condition: bool,
-                       known: torch.Tensor | None = None, attributes: torch.Tensor | None = None,
+                       known: torch.Tensor | None = None, attribute_rows: torch.Tensor | None = None,
                        prior_weight: float | None = None):
         """Cross-entropy of the tokens (and x0 regression) from x_t at times t [B] (or per token,
         [B, L]), per sequence.
 
         `known` [B, L] marks positions given clean (at CLEAN_LOG_SNR); they carry no loss.
-        `attributes` [B, A] are the multi-hot conditions (None: unconditional). `prior_weight`
+        `attribute_rows` [B, A] are the multi-hot conditions (None: unconditional). `prior_weight`
         overrides the network's output-prior weight (the training ramp; None: the full weight).
         """
         x0 = net.embedding(ids)
@@ -168,8 +168,8 @@ class DiffusionLM(DiffusionBase):
         x0_prev = None
         if self_condition:
             with torch.no_grad():
-                x0_prev = net(x_t, log_snr, attributes=attributes, prior_weight=prior_weight)[1].detach()
-        logits, x0_hat = net(x_t, log_snr, x0_prev, attributes=attributes, prior_weight=prior_weight)
+                x0_prev = net(x_t, log_snr, attribute_rows=attribute_rows, prior_weight=prior_weight)[1].detach()
+        logits, x0_hat = net(x_t, log_snr, x0_prev, attribute_rows=attribute_rows, prior_weight=prior_weight)
         norm = weight.sum(1).clamp(min=1)
         ce = (F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * weight).sum(1) / norm  # [B]
         mse = (((x0_hat - x0) ** 2).mean(-1) * weight).sum(1) / norm
@@ -256,9 +256,9 @@ class DiffusionLM(DiffusionBase):
 
     def _loss(self, batch, stage: str):
         ids = batch[0]
-        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
-        if attributes is not None and stage == "train":
-            attributes = self.drop_attributes(attributes)
+        attribute_rows = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attribute_rows is not None and stage == "train":
+            attribute_rows = self.drop_attribute_rows(attribute_rows)
         t = self.sample_times(ids.shape[0], warped=stage == "train")
         use_sc = stage == "train" and self.net.self_condition and torch.rand(()) < self.training_config.self_condition
         context = known = self.sample_known(ids) if stage == "train" else None
@@ -266,7 +266,7 @@ class DiffusionLM(DiffusionBase):
         if stage == "train" and self.training_config.hybrid_corruption > 0:
             times, known, hybrid = self.hybrid_corrupt(ids, t, known)
         prior_weight = self.prior_weight() if self.training_config.output_prior_ramp_steps else None
-        ce, mse = self.diffusion_loss(self.net, ids, times, use_sc, known, attributes, prior_weight)
+        ce, mse = self.diffusion_loss(self.net, ids, times, use_sc, known, attribute_rows, prior_weight)
         if self.time_warp is not None and stage == "train" and context is None:
             plain = slice(None) if hybrid is None else ~hybrid  # the sequences at one time each
             self.time_warp.update(t[plain], ce.detach()[plain])

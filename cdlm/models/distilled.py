@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import solvers
 from cdlm.data.tokenizer import load_tokenizer
-from cdlm.models.config import DiffusionTraining, OptimConfig
+from cdlm.models.config import DiffusionTraining, OptimConfig, rename_old_hparams
 from cdlm.models.diffusion import DiffusionLM, read_diffusion_model
 from cdlm.registry import register
 from cdlm.run_guards import LossGuard
@@ -35,7 +35,7 @@ from cdlm.settings import Settings, count, number, setting
 
 TEACHER_KEY = "cdlm_distill_teacher"  # the checkpoint entry holding the current round's teacher (resume only)
 # what the student sets itself, not the teacher's values
-_OWN = ("tokenizer_json", "seq_len", "attributes", "length_counts", "val_samples", "compile", "ema_decay", "optim",
+_OWN = ("tokenizer_json", "seq_len", "attribute_names", "length_counts", "val_samples", "compile", "ema_decay", "optim",
         "_instantiator", "_class_path")
 
 
@@ -119,7 +119,7 @@ class DistilledDiffusionLM(DiffusionLM):
             alone. `from_teacher` (in Python) and `cdlm fit --model.teacher_ckpt` read them from
             the teacher, and start the student from its weights (`start_from`); a reloaded
             student carries them.
-        tokenizer_json, seq_len, attributes: filled in from the data module by the CLI; they must
+        tokenizer_json, seq_len, attribute_names: filled in from the data module by the CLI; they must
             be the teacher's.
         distill: the rounds and the loss (`DistillationConfig`).
         optim: the optimizer; its warm-up and cosine decay restart with every round.
@@ -146,7 +146,7 @@ class DistilledDiffusionLM(DiffusionLM):
         teacher: dict | None = None,
         tokenizer_json: str | None = None,
         seq_len: int = 40,
-        attributes: list[str] | None = None,
+        attribute_names: list[str] | None = None,
         distill: DistillationConfig | None = None,
         optim: OptimConfig | None = None,
         ema_decay: float = 0.999,
@@ -170,7 +170,7 @@ class DistilledDiffusionLM(DiffusionLM):
                                     rounding="last")
         super().__init__(
             **{k: v for k, v in teacher.items() if k not in ("training", "sampler")},
-            tokenizer_json=tokenizer_json, seq_len=seq_len, attributes=attributes, length_counts=length_counts,
+            tokenizer_json=tokenizer_json, seq_len=seq_len, attribute_names=attribute_names, length_counts=length_counts,
             val_samples=val_samples, compile=compile, ema_decay=ema_decay, optim=optim, sampler=sampler,
             # the student never draws training times or moves its embeddings
             training=training.replace(time_sampling="stratified", learn_embeddings=False).as_dict(),
@@ -188,12 +188,12 @@ class DistilledDiffusionLM(DiffusionLM):
     def from_teacher(cls, teacher: DiffusionLM | str, **settings) -> DistilledDiffusionLM:
         """A student of `teacher` (a DiffusionLM, or the path of its checkpoint) that starts as its
         EMA network; `settings` are the constructor's other arguments (tokenizer_json, seq_len and
-        attributes default to the teacher's, and must match it when given)."""
+        attribute_names default to the teacher's, and must match it when given)."""
         source = teacher if isinstance(teacher, str) else "the teacher"
         model = read_diffusion_model(teacher, "teacher_ckpt") if isinstance(teacher, str) else teacher
         full = dict(model.hparams)
         given = {"tokenizer_json": full["tokenizer_json"], "seq_len": full["seq_len"],
-                 "attributes": full.get("attributes"), "length_counts": full.get("length_counts"),
+                 "attribute_names": full.get("attribute_names"), "length_counts": full.get("length_counts"),
                  **{k: v for k, v in settings.items() if v is not None}}
         student = cls(**teacher_arguments(full, source, given))
         student.start_from(model, source)
@@ -217,14 +217,14 @@ class DistilledDiffusionLM(DiffusionLM):
         """The student and its EMA start as the teacher's EMA network, which teaches the first round;
         the data the student was built for must be the teacher's."""
         full = dict(teacher.hparams)
-        _check_matches(full, source, self.hparams.tokenizer_json, self.hparams.seq_len, self.hparams.attributes)
+        _check_matches(full, source, self.hparams.tokenizer_json, self.hparams.seq_len, self.hparams.attribute_names)
         self._set_teacher(teacher.ema)
         self.net.load_state_dict(teacher.ema.state_dict())
         self.ema.load_state_dict(teacher.ema.state_dict())
 
     @staticmethod
     def upgrade_hparams(hparams: dict) -> dict:
-        return dict(hparams)  # this class has only ever stored its groups
+        return rename_old_hparams(hparams)  # this class has only ever stored its groups
 
     # ------------------------------------------------------------ teacher and rounds
     @property
@@ -300,7 +300,7 @@ class DistilledDiffusionLM(DiffusionLM):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------ the loss
-    def _denoiser(self, net, ids: torch.Tensor, noise: torch.Tensor, known_lengths: bool, attributes) -> Denoiser:
+    def _denoiser(self, net, ids: torch.Tensor, noise: torch.Tensor, known_lengths: bool, attribute_rows) -> Denoiser:
         """The sampler's denoiser over `net`, as `sample_ids` builds it: with known lengths the
         padding is known (shown as `--length data` shows it) and banned from the content. Known
         padding is shown as the data's own forward-noised copy, by `noise`."""
@@ -308,12 +308,12 @@ class DistilledDiffusionLM(DiffusionLM):
         if known_lengths:
             pads = ids == self.pad_id
             known, pad_banned = torch.where(pads, ids, known), ~pads
-        guidance = Guidance() if attributes is None else Guidance(attributes, self.conditioning.guidance_scale)
+        guidance = Guidance() if attribute_rows is None else Guidance(attribute_rows, self.conditioning.guidance_scale)
         plan = Plan(known, self.pad_id, pad_banned=pad_banned, guidance=guidance, clean=self.shown_clean())
         known_tokens = KnownTokens(plan.known_ids, plan.clean, plan.pad_id, noise=noise)
         return Denoiser(net, self.sde, SamplerConfig(score_temperature=self.sampler.score_temperature), plan, known_tokens)
 
-    def distillation_loss(self, ids: torch.Tensor, steps: int, known_lengths: bool, attributes=None):
+    def distillation_loss(self, ids: torch.Tensor, steps: int, known_lengths: bool, attribute_rows=None):
         """(x0 loss, token loss) per sequence [B] of a student of `steps` DDIM steps."""
         B, sde = ids.shape[0], self.sde
         grid = ddim_grid(sde, 2 * steps).to(ids.device)
@@ -323,8 +323,8 @@ class DistilledDiffusionLM(DiffusionLM):
         teacher = self.teacher_net
         x0 = teacher.embedding(ids)
         noise = torch.randn_like(x0)
-        student_denoiser = self._denoiser(self.net, ids, noise, known_lengths, attributes)
-        teacher_denoiser = self._denoiser(teacher, ids, noise, known_lengths, attributes)
+        student_denoiser = self._denoiser(self.net, ids, noise, known_lengths, attribute_rows)
+        teacher_denoiser = self._denoiser(teacher, ids, noise, known_lengths, attribute_rows)
         with torch.no_grad():
             # x_t and its self-conditioning input as sampling makes them: the student's own step
             # from s (at i = 0, s = t: the step is the identity and there is no estimate, zeros)
@@ -354,12 +354,12 @@ class DistilledDiffusionLM(DiffusionLM):
 
     def _loss(self, batch, stage: str):
         ids = batch[0]
-        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
-        if attributes is not None and stage == "train":
-            attributes = self.drop_attributes(attributes)
+        attribute_rows = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attribute_rows is not None and stage == "train":
+            attribute_rows = self.drop_attribute_rows(attribute_rows)
         known = bool(torch.rand(()) < self.distill.known_lengths)
         steps = self.student_steps
-        mse, ce = self.distillation_loss(ids, steps, known, attributes)
+        mse, ce = self.distillation_loss(ids, steps, known, attribute_rows)
         loss = mse.mean() + self.distill.token_weight * ce.mean()
         on_step, sync = stage == "train", stage != "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, sync_dist=sync)
@@ -380,17 +380,18 @@ class DistilledDiffusionLM(DiffusionLM):
 def teacher_arguments(full: dict, source: str, given: dict) -> dict:
     """The student's constructor arguments: `given`, with the teacher's hyperparameters (`full`,
     less what the student sets itself) as `teacher`, and the teacher's length counts unless given."""
-    _check_matches(full, source, given.get("tokenizer_json"), given.get("seq_len"), given.get("attributes"))
+    _check_matches(full, source, given.get("tokenizer_json"), given.get("seq_len"), given.get("attribute_names"))
     return {**given, "teacher": {k: v for k, v in full.items() if k not in _OWN},
             "length_counts": given.get("length_counts") or full.get("length_counts"),
             "teacher_ckpt": given.get("teacher_ckpt") or (source if source != "the teacher" else None)}
 
 
-def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attributes) -> None:
+def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attribute_names) -> None:
     if tokenizer_json is not None and tokenizer_json != h["tokenizer_json"] \
             and load_tokenizer(tokenizer_json).get_vocab() != load_tokenizer(h["tokenizer_json"]).get_vocab():
         raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the teacher's data settings")
     if seq_len != h["seq_len"]:
         raise ValueError(f"seq_len={seq_len} but {source!r} was trained with seq_len={h['seq_len']}")
-    if (attributes or None) != (h.get("attributes") or None):
-        raise ValueError(f"attributes {attributes} differ from those {source!r} was trained with ({h.get('attributes')})")
+    if (attribute_names or None) != (h.get("attribute_names") or None):
+        raise ValueError(f"attribute_names {attribute_names} differ from those {source!r} was trained with "
+                         f"({h.get('attribute_names')})")

@@ -56,8 +56,8 @@ class MaskedDiffusionLM(DiffusionBase):
             method, steps, temperature, block_length, threshold) of `generate`, validation
             samples and `cdlm sample`/`eval`; a mapping of its fields works too.
         val_samples: samples generated and logged at each validation (0 disables).
-        attributes: the data's attribute vocabulary (filled in by the CLI from a data module with
-            `condition_column`): the network is then conditioned on each text's attributes.
+        attribute_names: the data's attribute vocabulary (filled in by the CLI from a data module
+            with `condition_column`): the network is then conditioned on each text's attributes.
         conditioning: how attributes are learnt and guided (`cdlm.models.config.ConditioningConfig`).
         length_counts: how many training texts have 0..seq_len tokens, filled in from the data
             module when training starts; `generate(length="data")` draws lengths from it.
@@ -84,12 +84,12 @@ class MaskedDiffusionLM(DiffusionBase):
         ema_decay: float = 0.999,
         sampler: MaskedSamplerConfig | None = None,
         val_samples: int = 64,
-        attributes: list[str] | None = None,
+        attribute_names: list[str] | None = None,
         conditioning: ConditioningConfig | None = None,
         length_counts: list[int] | None = None,
         compile: bool = False,
     ):
-        super().__init__(tokenizer_json, attributes, optim, conditioning)
+        super().__init__(tokenizer_json, attribute_names, optim, conditioning)
         self.network = NetworkConfig.of(network)
         self.training_config = MaskedTraining.of(training)
         check_hparams(seq_len=seq_len, ema_decay=ema_decay)  # the network's config checked its own fields
@@ -115,23 +115,23 @@ class MaskedDiffusionLM(DiffusionBase):
         return 1 - alpha(schedule, t), nelbo_weight(schedule, t)
 
     def masked_nll(self, net: MaskedNetwork, ids: torch.Tensor, masked: torch.Tensor,
-                   attributes: torch.Tensor | None = None) -> torch.Tensor:
+                   attribute_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy [B, L] of the tokens at `masked` positions given the rest (0 elsewhere)."""
-        logits = net(ids.masked_fill(masked, self.mask_id), attributes)
+        logits = net(ids.masked_fill(masked, self.mask_id), attribute_rows)
         return F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * masked
 
-    def nelbo_terms(self, net: MaskedNetwork, ids: torch.Tensor, attributes: torch.Tensor | None = None) -> torch.Tensor:
+    def nelbo_terms(self, net: MaskedNetwork, ids: torch.Tensor, attribute_rows: torch.Tensor | None = None) -> torch.Tensor:
         """One-time Monte Carlo estimate [B] of each sequence's NELBO, by the `objective`."""
         rate, weight = self.masking(ids.shape[0])
         masked = torch.rand(ids.shape, device=ids.device) < rate[:, None].to(torch.float32)
-        return weight.to(torch.float32) * self.masked_nll(net, ids, masked, attributes).sum(1)
+        return weight.to(torch.float32) * self.masked_nll(net, ids, masked, attribute_rows).sum(1)
 
     def _loss(self, batch, stage: str):
         ids = batch[0]
-        attributes = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
-        if attributes is not None and stage == "train":
-            attributes = self.drop_attributes(attributes)
-        loss = self.nelbo_terms(self.net, ids, attributes).mean() / ids.shape[1]  # nats per token
+        attribute_rows = batch[2] if len(batch) > 2 and self.net.attribute is not None else None
+        if attribute_rows is not None and stage == "train":
+            attribute_rows = self.drop_attribute_rows(attribute_rows)
+        loss = self.nelbo_terms(self.net, ids, attribute_rows).mean() / ids.shape[1]  # nats per token
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train", sync_dist=stage != "train")
         return loss
 

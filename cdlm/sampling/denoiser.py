@@ -38,7 +38,7 @@ class Query(NamedTuple):
     lam: torch.Tensor  # its log-SNR: [B], or [B, L] where known tokens are shown clean
     t: torch.Tensor  # the solver's time [B]
     prev: torch.Tensor | None = None  # the previous x0 estimate (self-conditioning)
-    attributes: torch.Tensor | None = None  # [B, A]: the network's conditions
+    attribute_rows: torch.Tensor | None = None  # [B, A]: the multi-hot attributes the network is conditioned on
     need_x0: bool = True  # False: the caller derives x0 from the logits, so an interpolating network may skip its own
 
 
@@ -60,25 +60,26 @@ class NetworkCall:
     def __call__(self, q: Query) -> DenoiserOutput:
         self.calls += 1
         skip = {} if q.need_x0 or not self.skip_unused_x0 else {"return_x0": False}
-        logits, x0 = self.net(q.x, q.lam, q.prev, temperature=self.score_temperature, attributes=q.attributes, **skip)
+        logits, x0 = self.net(q.x, q.lam, q.prev, temperature=self.score_temperature, attribute_rows=q.attribute_rows,
+                              **skip)
         return DenoiserOutput(x0, logits)
 
 
 class Guided:
-    """Conditioned on the attributes [B, A]; a scale s other than 1 also runs the network
+    """Conditioned on the multi-hot attribute rows [B, A]; a scale s other than 1 also runs the network
     unconditioned, in one doubled batch, and guides the token log-probabilities:
     log p_u + s (log p_c - log p_u) (classifier-free guidance)."""
 
     def __init__(self, inner, net: ScoreNetwork, score_temperature: float, guidance: Guidance):
         self.inner, self.net, self.score_temperature = inner, net, score_temperature
-        self.attributes, self.scale = guidance.attributes, guidance.scale
+        self.attribute_rows, self.scale = guidance.attribute_rows, guidance.scale
 
     def __call__(self, q: Query) -> DenoiserOutput:
-        a, s = self.attributes, self.scale
+        a, s = self.attribute_rows, self.scale
         if a is not None and a.shape[0] != q.x.shape[0]:  # adaptive integrators may change batch views
-            raise ValueError(f"attributes for {a.shape[0]} samples but a batch of {q.x.shape[0]}")
+            raise ValueError(f"attribute rows for {a.shape[0]} samples but a batch of {q.x.shape[0]}")
         if a is None or s == 1.0:
-            return self.inner(q._replace(attributes=a))
+            return self.inner(q._replace(attribute_rows=a))
         two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
         # guided x0 follows from the guided logits when interpolating: the network's is not needed
         out = self.inner(Query(two(q.x), two(q.lam), two(q.t), two(q.prev), torch.cat([a, torch.zeros_like(a)]),
@@ -252,7 +253,7 @@ class Denoiser:
         t, g = sampler.score_temperature, plan.guidance
         self.net, self.sde = net, sde
         self.network = layer = NetworkCall(net, t)
-        if g.attributes is not None:
+        if g.attribute_rows is not None:
             layer = Guided(layer, net, t, g)
         keep = network_length(plan.known_ids, plan.pad_id) if sampler.trim_padding else None
         if keep is not None:

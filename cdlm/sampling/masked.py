@@ -34,8 +34,8 @@ class MaskedDenoiser:
     """`denoiser(z) -> log p [B, L, V]` of the clean token at every position of z [B, L] for the
     samples of `plan` (one chunk's rows), counting network calls in `calls`.
 
-    With the plan's attributes [B, A] the network is conditioned on them; a guidance scale s other
-    than 1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
+    With the plan's attribute rows [B, A] (multi-hot) the network is conditioned on them; a
+    guidance scale s other than 1 also runs it unconditioned (a second call) and guides: log p_u + s (log p_c - log p_u),
     renormalised. Then the plan's banned tokens apply (logit bias, padding before a length).
 
     With `network_len` the network sees only the first that many positions, the rest being
@@ -47,17 +47,17 @@ class MaskedDenoiser:
         self.net, self.plan, self.network_len = net, plan, network_len
         self.calls = 0
 
-    def _log_p(self, z: torch.Tensor, attributes: torch.Tensor | None) -> torch.Tensor:
+    def _log_p(self, z: torch.Tensor, attribute_rows: torch.Tensor | None) -> torch.Tensor:
         self.calls += 1
         full, keep = z.shape[1], self.network_len
         if keep is None or keep >= full:
-            return self.net(z, attributes=attributes).float().log_softmax(-1)
-        log_p = self.net(z[:, :keep], attributes=attributes).float().log_softmax(-1)
+            return self.net(z, attribute_rows=attribute_rows).float().log_softmax(-1)
+        log_p = self.net(z[:, :keep], attribute_rows=attribute_rows).float().log_softmax(-1)
         return torch.cat([log_p, log_p.new_zeros(log_p.shape[0], full - keep, log_p.shape[2])], 1)
 
     @torch.no_grad()
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        a, s = self.plan.guidance.attributes, self.plan.guidance.scale
+        a, s = self.plan.guidance.attribute_rows, self.plan.guidance.scale
         if a is None or s == 1.0:
             log_p = self._log_p(z, a)
         elif s == 0.0:  # the unconditional model alone: one call

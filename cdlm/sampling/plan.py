@@ -15,12 +15,12 @@ CLEAN = ("none", "padding", "all")  # which known tokens a continuous model's ne
 
 @dataclass(frozen=True)
 class Guidance:
-    """How attributes guide the samples: classifier-free by the multi-hot `attributes` [N, A] with
+    """How attributes guide the samples: classifier-free by the multi-hot `attribute_rows` [N, A] with
     `scale` (1: plain conditioning), and by the gradient of a `classifier` (an
     `cdlm.models.classifier.AttributeClassifier`) towards its `targets` [N, A'] weighted by
     `classifier_scale` (continuous models)."""
 
-    attributes: torch.Tensor | None = None
+    attribute_rows: torch.Tensor | None = None
     scale: float = 1.0
     classifier: object = None
     targets: torch.Tensor | None = None
@@ -83,7 +83,7 @@ class Plan:
         """The plan of the samples at `index` (a slice or a tensor of positions), on `device`."""
         take = lambda v: None if v is None else v[index].to(device) if device is not None else v[index]  # noqa: E731
         g = self.guidance
-        guidance = dataclasses.replace(g, attributes=take(g.attributes), targets=take(g.targets))
+        guidance = dataclasses.replace(g, attribute_rows=take(g.attribute_rows), targets=take(g.targets))
         bias = self.logit_bias if self.logit_bias is None or device is None else self.logit_bias.to(device)
         return dataclasses.replace(self, known_ids=take(self.known_ids).clone(), pad_banned=take(self.pad_banned),
                                    logit_bias=bias, guidance=guidance)

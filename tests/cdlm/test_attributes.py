@@ -85,7 +85,7 @@ def test_data_module_reads_a_condition_column_from_csv(tmp_path):
 
 def conditioned_model(dm, **kw):
     args = dict(network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8}, optim={"warmup_steps": 5}, val_samples=0, sampler={"steps": 4},
-                attributes=dm.attribute_names())
+                attribute_names=dm.attribute_names())
     args.update(kw)
     return DiffusionLM(tokenizer_json=dm.tokenizer_json(), seq_len=dm.hparams.seq_len, **args)
 
@@ -101,7 +101,7 @@ def test_guidance_scale_interpolates_log_probabilities():
     x, t = torch.randn(3, 40, 8), torch.full((3,), 0.5)
 
     def logp(a):
-        return net(x, sde.log_snr(t).float(), attributes=a)[0].log_softmax(-1)
+        return net(x, sde.log_snr(t).float(), attribute_rows=a)[0].log_softmax(-1)
 
     cond, uncond = logp(attrs), logp(torch.zeros_like(attrs))
     assert not torch.allclose(cond, uncond, atol=1e-3)
@@ -123,9 +123,9 @@ def test_conditioning_is_learned(tmp_path):
     t = torch.full((len(ids),), 0.6, dtype=torch.float64)
     torch.manual_seed(1)
     with torch.no_grad():
-        given = model.diffusion_loss(model.net, ids, t, False, attributes=attrs)[0].mean()
+        given = model.diffusion_loss(model.net, ids, t, False, attribute_rows=attrs)[0].mean()
         torch.manual_seed(1)
-        none = model.diffusion_loss(model.net, ids, t, False, attributes=torch.zeros_like(attrs))[0].mean()
+        none = model.diffusion_loss(model.net, ids, t, False, attribute_rows=torch.zeros_like(attrs))[0].mean()
     assert given < none - 0.1, (float(given), float(none))
 
 
@@ -155,7 +155,7 @@ def test_classifier_guidance_moves_x0_along_the_classifier_gradient(tmp_path):
     model = DiffusionLM(tokenizer_json=dm.tokenizer_json(), network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8})
     path = tmp_path / "diffusion.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(),
+    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attribute_names=dm.attribute_names(),
                                          width=32, depth=1, heads=2)
     assert torch.allclose(clf.embedding, model.ema.embedding.table())
     trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -208,13 +208,13 @@ def test_the_classifier_sees_the_embeddings_as_the_diffusion_model_uses_them(tmp
                         network={"width": 32, "depth": 1, "heads": 2, "embed_dim": 8, "normalize_embeddings": False})
     path = tmp_path / "diffusion.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(),
+    clf = AttributeClassifier.from_diffusion(str(path), tokenizer_json=dm.tokenizer_json(), attribute_names=dm.attribute_names(),
                                          width=32, depth=1, heads=2)
     assert torch.equal(clf.embedding, model.ema.embedding.weight.detach())
     assert not torch.allclose(clf.embedding.norm(dim=-1), torch.full((clf.embedding.shape[0],), 8 ** 0.5))
     # `cdlm fit --model.diffusion_ckpt` reads the checkpoint before building, then starts the classifier
     added, start = AttributeClassifier.arguments_from_checkpoints({"diffusion_ckpt": str(path)})
-    cli = AttributeClassifier(tokenizer_json=dm.tokenizer_json(), attributes=dm.attribute_names(), width=32, depth=1,
+    cli = AttributeClassifier(tokenizer_json=dm.tokenizer_json(), attribute_names=dm.attribute_names(), width=32, depth=1,
                               heads=2, diffusion_ckpt=str(path), **added)
     start(cli)
     assert dict(cli.hparams) == dict(clf.hparams) and torch.equal(cli.embedding, clf.embedding)

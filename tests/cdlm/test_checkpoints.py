@@ -144,13 +144,15 @@ def test_export_and_sample_from_the_command_line(tiny_ckpt, tmp_path, capsys):
 @pytest.mark.parametrize("cls", [DiffusionLM, MaskedDiffusionLM, AutoregressiveLM])
 def test_hyperparameters_from_before_the_network_group_build_the_same_model(cls):
     """Checkpoints written before `network` (and the masked model's `training`) existed hold
-    those fields flat, the masked schedule under its old name."""
+    those fields flat, the masked schedule and the attribute vocabulary under their old names."""
     tok = train_tokenizer(corpus_texts(50, seed=0), kind="word").to_str()
     masked = {"training": {"schedule": "mask_cosine", "objective": "llada"}} if cls is MaskedDiffusionLM else {}
     model = cls(tokenizer_json=tok, seq_len=12, network={"width": 32, "depth": 1, "heads": 2, "loops": 2,
-                                                         "positions": "alibi"}, val_samples=0, **masked)
+                                                         "positions": "alibi"}, val_samples=0,
+                attribute_names=["area=riverside", "food=french"], **masked)
     grouped = dict(model.hparams)
-    flat = {**{k: v for k, v in grouped.items() if k != "network"}, **grouped["network"]}
+    flat = {**{k: v for k, v in grouped.items() if k not in ("network", "attribute_names")}, **grouped["network"],
+            "attributes": grouped["attribute_names"]}  # the attribute vocabulary's old name
     if masked:
         del flat["training"]
         flat.update(schedule="cosine", objective="llada")

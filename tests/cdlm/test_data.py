@@ -139,9 +139,9 @@ def test_the_spec_is_made_once_and_rebuilds_a_trained_models_data(tmp_path, caps
     dm = TextDataModule(dataset=path, batch_size=4)
     spec = dm.spec
     assert spec is dm.spec and spec.seq_len == dm.hparams.seq_len == dm.hparams_initial["seq_len"]
-    assert sum(spec.length_counts) == len(dm.train_set) and spec.attributes is None
+    assert sum(spec.length_counts) == len(dm.train_set) and spec.attribute_names is None
     assert "chose tokenizer=word" in capsys.readouterr().err
-    model_hparams = {"tokenizer_json": spec.tokenizer_json, "seq_len": spec.seq_len, "attributes": None,
+    model_hparams = {"tokenizer_json": spec.tokenizer_json, "seq_len": spec.seq_len, "attribute_names": None,
                      "length_counts": spec.length_counts, "width": 8}
     again = TextDataModule.from_hparams(dict(dm.hparams), DataSpec.from_hparams(model_hparams))
     assert again.spec == spec and again.tokenizer_json() == spec.tokenizer_json

@@ -85,7 +85,7 @@ class CycleOracle(nn.Module):
                     logits[b, i, self.tokens[k]] = 30.0
         return logits
 
-    def forward(self, ids: torch.Tensor, attributes=None, cache=None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, attribute_rows=None, cache=None) -> torch.Tensor:
         rows = ids.tolist()
         if self.mask_id is None:  # autoregressive: input i is token i-1
             return self._logits([[None if t not in self.index else (self.index[t] + 1) % CYCLE for t in r] for r in rows])

@@ -31,7 +31,7 @@ class Factorised(torch.nn.Module):
         super().__init__()
         self.log_p = torch.nn.Parameter(log_p, requires_grad=False)
 
-    def forward(self, z, attributes=None):
+    def forward(self, z, attribute_rows=None):
         return self.log_p.expand(z.shape[0], -1, -1)
 
 
@@ -44,7 +44,7 @@ class AllEqual(torch.nn.Module):
         self.mask_id, self.vocab_size, self.a, self.b = mask_id, vocab_size, a, b
         self.dummy = torch.nn.Parameter(torch.zeros(()))  # where the samplers find the device
 
-    def forward(self, z, attributes=None):
+    def forward(self, z, attribute_rows=None):
         logits = torch.full((*z.shape, self.vocab_size), float("-inf"))
         decided = (z != self.mask_id).any(1)
         first = z.gather(1, (z != self.mask_id).long().argmax(1, keepdim=True))[:, 0]  # a decided token
@@ -119,7 +119,7 @@ def test_nfe_is_the_number_of_network_calls_and_ancestral_caching_saves_calls(dm
 
 
 def test_guidance_costs_two_calls_a_step(dm):
-    model = tiny_model(dm, attributes=["food=french", "area=riverside"])
+    model = tiny_model(dm, attribute_names=["food=french", "area=riverside"])
     calls = calls_of(model.ema)
     one = model.sample_ids(2, seed=0, method="low_confidence", steps=6, attributes={"food": "french"})
     assert one.nfe == len(calls) == 6
