@@ -3,7 +3,8 @@
 import importlib
 
 # loaded on first use, so that `cdlm --help` and `import cdlm` stay fast
-_EXPORTS = {"TextDataModule": "cdlm.data", "DataSpec": "cdlm.data", "AttributeClassifier": "cdlm.models", "AutoregressiveLM": "cdlm.models",
+_EXPORTS = {"TextDataModule": "cdlm.data", "DataSpec": "cdlm.data", "AttributeClassifier": "cdlm.models",
+            "AutoregressiveLM": "cdlm.models",
             "DiffusionLM": "cdlm.models", "DistilledDiffusionLM": "cdlm.models", "LanguageModel": "cdlm.models",
             "MaskedDiffusionLM": "cdlm.models", "load": "cdlm.hub", "evaluate": "cdlm.evaluation",
             "diagnose": "cdlm.diagnostics",

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdlm.settings import Settings, setting
+from cdlm.settings import Settings, number, setting
 
 CLEAN_LOG_SNR = 10.0  # the noise level a known (clean) token is presented at
 
@@ -78,9 +78,7 @@ class NetworkConfig(Settings):
             raise ValueError(f"width={self.width} is not divisible by heads={self.heads}")
         if self.positions == "rotary" and (self.width // self.heads) % 2:
             raise ValueError(f"positions=rotary needs an even head size, got width/heads = {self.width // self.heads}")
-        if not (isinstance(self.output_prior, (int, float)) and math.isfinite(self.output_prior)
-                and self.output_prior >= 0):
-            raise ValueError(f"output_prior must be a finite number >= 0, got {self.output_prior}")
+        self._check({"output_prior": (lambda v: number(v) and v >= 0, "a finite number >= 0")})
 
 
 def sinusoidal_features(x: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:

@@ -2,10 +2,11 @@
 
 The bar counts forward calls of the model's networks (forward hooks, so no sampler needs to
 know about it). Its total is the number of calls the run will make where that is known in
-advance, as the model declares it (`LanguageModel.expected_calls`): exact for the continuous model's fixed-grid solvers (counted by running the solver on
-a zero denoiser, which costs nothing), an upper bound for the masked samplers (ancestral
-sampling skips calls when nothing changed) and for autoregressive sampling (it stops once every
-row has ended); none for adaptive solvers. The bar appears only when stderr is a terminal, and
+advance, as the model declares it (`LanguageModel.expected_calls`): exact for the continuous
+model's fixed-grid solvers (counted by running the solver on a zero denoiser, which costs
+nothing), an upper bound for the masked samplers (ancestral sampling skips calls when nothing
+changed) and for autoregressive sampling (it stops once every row has ended); none for
+adaptive solvers. The bar appears only when stderr is a terminal, and
 only after a second: short runs and redirected output show nothing.
 """
 

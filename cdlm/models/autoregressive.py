@@ -7,8 +7,6 @@ It is both the comparison for DiffusionLM and the reference model that scores sa
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -88,10 +86,9 @@ class AutoregressiveLM(LanguageModel):
     def sampler_report(self, **settings) -> dict:
         return {"method": "autoregressive", "steps": self.hparams.seq_len, "restarts": 0}
 
-    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
-                       prefix: str | None = None) -> int | None:
+    def calls_per_chunk(self, settings: dict, prefix: str | None) -> int:
         prefix_tokens = len(encode(self.tokenizer, prefix)) if prefix else 0
-        return math.ceil(num_samples / max(batch_size, 1)) * max(self.hparams.seq_len - prefix_tokens, 0)  # one a token
+        return max(self.hparams.seq_len - prefix_tokens, 0)  # one a token after the prefix
 
     def nll_calls(self, batches: int, num_times: int = 16) -> int:
         return batches  # one causal pass scores every token

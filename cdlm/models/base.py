@@ -256,11 +256,18 @@ class LanguageModel(StepModule, abc.ABC):
     def sampler_report(self, **settings) -> dict:
         """The sampler settings `eval` reports beside its metrics."""
 
-    @abc.abstractmethod
     def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
                        prefix: str | None = None) -> int | None:
         """Network calls that `sample_ids(num_samples, batch_size=..., prefix=prefix, **settings)`
-        makes at most, or None when that is not known in advance (an adaptive solver)."""
+        makes at most (it samples in chunks of `batch_size`), or None when that is not known in
+        advance (an adaptive solver)."""
+        per_chunk = self.calls_per_chunk(settings or {}, prefix)
+        return None if per_chunk is None else math.ceil(num_samples / max(batch_size, 1)) * per_chunk
+
+    @abc.abstractmethod
+    def calls_per_chunk(self, settings: dict, prefix: str | None) -> int | None:
+        """Network calls of one chunk of `sample_ids(..., prefix=prefix, **settings)` at most, or None
+        when unknown in advance."""
 
     def nll_calls(self, batches: int, num_times: int = 16) -> int:
         """Network calls of `sequence_nll` over `batches` batches (`num_times` noise levels each)."""
@@ -274,6 +281,7 @@ class LanguageModel(StepModule, abc.ABC):
         """The training loss on `ids` [B, L] at `num_levels` noise levels, from little noise to all;
         None for a model without noise (the autoregressive one)."""
         return None
+
     GROUPS = {"optim": OptimConfig}
 
     def __init__(self, tokenizer_json: str | None, attribute_names: list[str] | None = None,

@@ -16,16 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from cdlm.control.attributes import AttributeVocab
-from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import StepModule
 from cdlm.models.config import make_sde
-from cdlm.models.diffusion import DiffusionLM, read_diffusion_model
+from cdlm.models.diffusion import DiffusionLM, check_same_data, read_diffusion_model
 from cdlm.networks import NoisyAttributeClassifier
 from cdlm.registry import register
-
-
-def _vocab(tokenizer_json: str) -> dict[str, int]:
-    return load_tokenizer(tokenizer_json).get_vocab()
 
 
 @register
@@ -105,11 +100,7 @@ class AttributeClassifier(StepModule):
     def start_from(self, diffusion: DiffusionLM, source: str = "the diffusion model") -> None:
         """Copy in the diffusion model's (EMA) embedding table, as it uses it; its tokenizer and
         sequence length must be this classifier's."""
-        h = diffusion.hparams
-        if self.hparams.tokenizer_json is not None and _vocab(self.hparams.tokenizer_json) != _vocab(h.tokenizer_json):
-            raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the same data settings")
-        if h.seq_len != self.hparams.seq_len:
-            raise ValueError(f"seq_len={self.hparams.seq_len} but {source!r} was trained with seq_len={h.seq_len}")
+        check_same_data(diffusion, source, self.hparams.tokenizer_json, self.hparams.seq_len)
         self.embedding.copy_(diffusion.ema.embedding.table().float())
 
     def forward(self, x_t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import solvers
 from cdlm.checkpoints import build, model_name, read_checkpoint
 from cdlm.control.request import Request
+from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.base import DiffusionBase, NoiseCurve
 from cdlm.models.config import ConditioningConfig, DiffusionTraining, OptimConfig, make_sde, upgrade_flat_hparams
 from cdlm.models.time_warp import LossWarp
@@ -24,7 +25,7 @@ from cdlm.sampling.settings import LEGACY_NAMES, SamplerConfig
 from solvers import NoiseScaledVPSDE
 
 # NoiseScaledVPSDE (now in solvers) and make_sde (now in cdlm.models.config) stay importable from here
-__all__ = ["DiffusionLM", "NoiseScaledVPSDE", "make_sde", "read_diffusion_model"]
+__all__ = ["DiffusionLM", "NoiseScaledVPSDE", "check_same_data", "make_sde", "read_diffusion_model"]
 
 
 @register
@@ -297,11 +298,10 @@ class DiffusionLM(DiffusionBase):
                 for ti in t]
         return NoiseCurve(self.sde.log_snr(t).tolist(), loss, "log-SNR  (noisier ←)", "cross-entropy, nats/token")
 
-    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
-                       prefix: str | None = None) -> int | None:
+    def calls_per_chunk(self, settings: dict, prefix: str | None) -> int | None:
         """Exact for the fixed-grid solvers: each pass's calls are counted by running the solver on
         a zero denoiser (which costs nothing), plus the restarts and the rounding calls."""
-        s = self.sampler.replace(**{k: v for k, v in (settings or {}).items() if v is not None})
+        s = self.sampler.replace(**settings)
         first = self._pass_calls(s.method, s.steps, 1.0)
         if first is None:
             return None
@@ -310,7 +310,7 @@ class DiffusionLM(DiffusionBase):
             per_chunk += self._pass_calls(s.method, s.restart_steps, t) + (s.rounding != "last")
         if s.self_condition_scale != 1 and self.net.self_condition:
             per_chunk = 2 * per_chunk - 1  # two calls a step, but one at the first (no estimate yet)
-        return math.ceil(num_samples / max(batch_size, 1)) * per_chunk
+        return per_chunk
 
     def _pass_calls(self, method: str, steps: int, t_start: float) -> int | None:
         """Denoiser calls of one `solvers.sample` pass, or None for an adaptive method."""
@@ -394,8 +394,6 @@ class DiffusionLM(DiffusionBase):
         c = request.constraints(self.tokenizer, self.hparams.seq_len)
         return Plan.build(num_samples, self.hparams.seq_len, None if c is None else c.known_ids,
                           None if c is None else c.logit_bias, lengths, self.pad_id, guidance, clean)
-
-
 def read_diffusion_model(path: str, flag: str) -> DiffusionLM:
     """The DiffusionLM (not a student of one) in the checkpoint `path`, which `flag` gave; checked
     as every checkpoint is (`cdlm.checkpoints`)."""
@@ -404,3 +402,14 @@ def read_diffusion_model(path: str, flag: str) -> DiffusionLM:
     if name != "DiffusionLM":
         raise ValueError(f"{flag} {path!r} is not a DiffusionLM checkpoint (its model: {name})")
     return build(name, ckpt["hyper_parameters"], ckpt["state_dict"], path)
+
+
+def check_same_data(model: DiffusionLM, source: str, tokenizer_json: str | None, seq_len: int) -> None:
+    """ValueError unless data tokenized by `tokenizer_json` into `seq_len` tokens is the data
+    `model` (read from `source`) was trained on: what a student or a classifier built on it needs."""
+    h = model.hparams
+    if tokenizer_json is not None and tokenizer_json != h.tokenizer_json \
+            and load_tokenizer(tokenizer_json).get_vocab() != load_tokenizer(h.tokenizer_json).get_vocab():
+        raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the data settings it was trained with")
+    if seq_len != h.seq_len:
+        raise ValueError(f"seq_len={seq_len} but {source!r} was trained with seq_len={h.seq_len}")

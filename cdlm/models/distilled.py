@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import solvers
-from cdlm.data.tokenizer import load_tokenizer
 from cdlm.models.config import DiffusionTraining, OptimConfig, rename_old_hparams
-from cdlm.models.diffusion import DiffusionLM, read_diffusion_model
+from cdlm.models.diffusion import DiffusionLM, check_same_data, read_diffusion_model
 from cdlm.registry import register
 from cdlm.run_guards import LossGuard
 from cdlm.sampling.denoiser import Denoiser, KnownTokens
@@ -189,14 +188,14 @@ class DistilledDiffusionLM(DiffusionLM):
         """A student of `teacher` (a DiffusionLM, or the path of its checkpoint) that starts as its
         EMA network; `settings` are the constructor's other arguments (tokenizer_json, seq_len and
         attribute_names default to the teacher's, and must match it when given)."""
-        source = teacher if isinstance(teacher, str) else "the teacher"
-        model = read_diffusion_model(teacher, "teacher_ckpt") if isinstance(teacher, str) else teacher
-        full = dict(model.hparams)
-        given = {"tokenizer_json": full["tokenizer_json"], "seq_len": full["seq_len"],
-                 "attribute_names": full.get("attribute_names"), "length_counts": full.get("length_counts"),
-                 **{k: v for k, v in settings.items() if v is not None}}
-        student = cls(**teacher_arguments(full, source, given))
-        student.start_from(model, source)
+        path = teacher if isinstance(teacher, str) else None
+        model = read_diffusion_model(path, "teacher_ckpt") if path else teacher
+        h = model.hparams
+        given = {"tokenizer_json": h.tokenizer_json, "seq_len": h.seq_len, "attribute_names": h.get("attribute_names"),
+                 "teacher_ckpt": path, **{k: v for k, v in settings.items() if v is not None}}
+        given.update(teacher_settings(model, given.pop("length_counts", None)))
+        student = cls(**given)
+        student.start_from(model, path or "the teacher")
         return student
 
     @classmethod
@@ -207,17 +206,16 @@ class DistilledDiffusionLM(DiffusionLM):
         if arguments.get("teacher") is not None or path is None:
             return {}, None
         model = read_diffusion_model(path, "teacher_ckpt")
-        full = dict(model.hparams)
-        return {"teacher": {k: v for k, v in full.items() if k not in _OWN},
-                "length_counts": arguments.get("length_counts") or full.get("length_counts")}, \
-            partial(cls.start_from, teacher=model, source=path)
+        return teacher_settings(model, arguments.get("length_counts")), partial(cls.start_from, teacher=model, source=path)
 
     @torch.no_grad()
     def start_from(self, teacher: DiffusionLM, source: str = "the teacher") -> None:
         """The student and its EMA start as the teacher's EMA network, which teaches the first round;
         the data the student was built for must be the teacher's."""
-        full = dict(teacher.hparams)
-        _check_matches(full, source, self.hparams.tokenizer_json, self.hparams.seq_len, self.hparams.attribute_names)
+        check_same_data(teacher, source, self.hparams.tokenizer_json, self.hparams.seq_len)
+        mine, theirs = self.hparams.attribute_names or None, teacher.hparams.get("attribute_names") or None
+        if mine != theirs:
+            raise ValueError(f"attribute_names {mine} differ from those {source!r} was trained with ({theirs})")
         self._set_teacher(teacher.ema)
         self.net.load_state_dict(teacher.ema.state_dict())
         self.ema.load_state_dict(teacher.ema.state_dict())
@@ -377,21 +375,8 @@ class DistilledDiffusionLM(DiffusionLM):
             self.sampler = final
 
 
-def teacher_arguments(full: dict, source: str, given: dict) -> dict:
-    """The student's constructor arguments: `given`, with the teacher's hyperparameters (`full`,
-    less what the student sets itself) as `teacher`, and the teacher's length counts unless given."""
-    _check_matches(full, source, given.get("tokenizer_json"), given.get("seq_len"), given.get("attribute_names"))
-    return {**given, "teacher": {k: v for k, v in full.items() if k not in _OWN},
-            "length_counts": given.get("length_counts") or full.get("length_counts"),
-            "teacher_ckpt": given.get("teacher_ckpt") or (source if source != "the teacher" else None)}
-
-
-def _check_matches(h: dict, source: str, tokenizer_json, seq_len, attribute_names) -> None:
-    if tokenizer_json is not None and tokenizer_json != h["tokenizer_json"] \
-            and load_tokenizer(tokenizer_json).get_vocab() != load_tokenizer(h["tokenizer_json"]).get_vocab():
-        raise ValueError(f"the data's tokenizer differs from the one in {source!r}; use the teacher's data settings")
-    if seq_len != h["seq_len"]:
-        raise ValueError(f"seq_len={seq_len} but {source!r} was trained with seq_len={h['seq_len']}")
-    if (attribute_names or None) != (h.get("attribute_names") or None):
-        raise ValueError(f"attribute_names {attribute_names} differ from those {source!r} was trained with "
-                         f"({h.get('attribute_names')})")
+def teacher_settings(teacher: DiffusionLM, length_counts: list[int] | None) -> dict:
+    """What a student takes from its teacher: the teacher's hyperparameters less what the student
+    sets itself (`teacher`), and its length counts unless given."""
+    h = dict(teacher.hparams)
+    return {"teacher": {k: v for k, v in h.items() if k not in _OWN}, "length_counts": length_counts or h.get("length_counts")}

@@ -9,7 +9,6 @@ unmasks from all-mask (`cdlm.sampling.masked`).
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -176,10 +175,8 @@ class MaskedDiffusionLM(DiffusionBase):
             loss.append(float(self.masked_nll(self.net, ids, masked).sum() / masked.sum()))
         return NoiseCurve(rates.tolist(), loss, "mask rate", "cross-entropy per masked token, nats")
 
-    def expected_calls(self, num_samples: int, batch_size: int, settings: dict | None = None,
-                       prefix: str | None = None) -> int | None:
-        steps = self.sampler.replace(**{k: v for k, v in (settings or {}).items() if v is not None}).steps
-        return math.ceil(num_samples / max(batch_size, 1)) * steps  # at most one call a step
+    def calls_per_chunk(self, settings: dict, prefix: str | None) -> int:
+        return self.sampler.replace(**settings).steps  # at most one call a step
 
     def sample_ids(self, num_samples: int = 16, seed: int | None = None, use_ema: bool = True,
                    request: Request | None = None, batch_size: int = 256, **options):
